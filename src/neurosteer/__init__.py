@@ -1,0 +1,12 @@
+"""neurosteer: find the MLP neurons behind a behaviour and steer a model by scaling them."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from neurosteer.discovery import find_neurons
+from neurosteer.errors import NeurosteerError
+from neurosteer.neuronset import NeuronSet
+from neurosteer.steering import steer
+
+__all__ = ["NeuronSet", "NeurosteerError", "__version__", "find_neurons", "steer"]

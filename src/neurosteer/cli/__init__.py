@@ -1,0 +1,13 @@
+"""The ``neurosteer`` command line: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+from neurosteer.cli import discover, generate, info  # noqa: F401  (registers the commands)
+from neurosteer.cli.common import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

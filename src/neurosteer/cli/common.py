@@ -1,0 +1,90 @@
+"""What every subcommand shares: the app, error handling, settings and model loading."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from neurosteer.checkpoint import parse_dtype
+from neurosteer.console import console
+from neurosteer.errors import NeurosteerError
+from neurosteer.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="neurosteer",
+    help="Find the MLP neurons behind a behaviour of a language model and steer it by scaling them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Bundled name (qwen2.5-0.5b, smollm2-135m, qwen2.5-1.5b), HF directory, .gguf file or hub id.",
+    ),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file (default: ./neurosteer.toml).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Prompts per forward pass.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
+DeviceMapOpt = Annotated[str | None, typer.Option("--device-map", help="Accelerate device map, e.g. auto.")]
+ChatOpt = Annotated[
+    bool | None,
+    typer.Option("--chat-template/--no-chat-template", help="Format prompts with the model's chat template."),
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def quiet_third_party() -> None:
+    """Keep the console for our own output: silence chatty library loggers and warnings."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in ("accelerate", "huggingface_hub", "gguf", "lm_eval", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def friendly_errors(command: F) -> F:
+    """Print a ``NeurosteerError`` as one line and exit with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_third_party()
+        try:
+            return command(*args, **kwargs)
+        except NeurosteerError as exc:
+            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(config: Path | None, **flags: Any) -> Settings:
+    return load_settings(config, **flags)
+
+
+def load_for(settings: Settings):
+    """Load the model and tokenizer the settings name, with a status line."""
+    from neurosteer.models import load_model
+
+    with console.status(f"loading {settings.model}"):
+        return load_model(
+            settings.model,
+            dtype=parse_dtype(settings.dtype),
+            device=settings.device,
+            device_map=settings.device_map,
+            trust_remote_code=settings.trust_remote_code,
+        )

@@ -1,0 +1,94 @@
+"""``neurosteer discover``: find the neurons that separate two prompt sets and save them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurosteer.cli.common import (
+    BatchOpt,
+    ChatOpt,
+    ConfigOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    ModelOpt,
+    ProgressOpt,
+    app,
+    friendly_errors,
+    load_for,
+    settings_from,
+)
+from neurosteer.console import console
+from neurosteer.defaults import DISCOVERY
+from neurosteer.errors import SettingsError
+from neurosteer.prompts import load_prompts
+
+PROMPT_HELP = "Bundled prompt set (e.g. harmful_train) or a .txt/.json/.jsonl/.csv file."
+
+
+@app.command()
+@friendly_errors
+def discover(
+    positive: Annotated[str, typer.Option("--positive", "-p", help=f"Prompts showing the behaviour. {PROMPT_HELP}")],
+    negative: Annotated[str, typer.Option("--negative", "-n", help=f"Prompts without it. {PROMPT_HELP}")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the neuron set (.safetensors).")],
+    model: ModelOpt = None,
+    fraction: Annotated[
+        float | None, typer.Option(help=f"Share of all MLP neurons to keep (default {DISCOVERY.fraction}).")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Keep this many neurons instead of a fraction.")] = None,
+    score: Annotated[str | None, typer.Option(help=f"mean_diff or standardized (default {DISCOVERY.score}).")] = None,
+    skip_layers: Annotated[
+        int | None, typer.Option(help=f"Leave the first N layers out (default {DISCOVERY.skip_layers}).")
+    ] = None,
+    drop_universal: Annotated[
+        float | None, typer.Option(help="Drop neurons whose RMS activation is above this quantile.")
+    ] = None,
+    n_positive: Annotated[int | None, typer.Option(help="Use only the first N positive prompts.")] = None,
+    n_negative: Annotated[int | None, typer.Option(help="Use only the first N negative prompts.")] = None,
+    column: Annotated[str | None, typer.Option(help="Text column of CSV/JSON prompt files.")] = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    device_map: DeviceMapOpt = None,
+    chat_template: ChatOpt = None,
+    config: ConfigOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Find the MLP neurons whose activations separate POSITIVE from NEGATIVE prompts."""
+    from neurosteer.discovery import find_neurons
+
+    if fraction is not None and not 0 < fraction <= 1:
+        raise SettingsError(f"--fraction must be in (0, 1], got {fraction}")
+    settings = settings_from(
+        config,
+        model=model,
+        batch_size=batch_size,
+        device=device,
+        device_map=device_map,
+        chat_template=chat_template,
+    )
+    pos = load_prompts(positive, column=column, limit=n_positive)
+    neg = load_prompts(negative, column=column, limit=n_negative)
+    lm, tokenizer = load_for(settings)
+    neurons = find_neurons(
+        lm,
+        tokenizer,
+        pos,
+        neg,
+        fraction=fraction,
+        top_k=top_k,
+        score=score,
+        skip_layers=skip_layers,
+        drop_universal=drop_universal,
+        batch_size=settings.batch_size,
+        chat_template=settings.chat_template,
+        progress=progress,
+    )
+    path = neurons.save(out)
+    layers = neurons.count_by_layer()
+    console.print(
+        f"found {len(neurons)} neurons over {len(layers)} layers "
+        f"({len(pos)} positive, {len(neg)} negative prompts) -> {path}"
+    )

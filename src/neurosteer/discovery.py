@@ -1,0 +1,165 @@
+"""Contrastive Neuron Attribution: rank MLP neurons by how much they separate two prompt sets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer import __version__
+from neurosteer.activations import last_token_stats
+from neurosteer.architectures import layout
+from neurosteer.defaults import DISCOVERY
+from neurosteer.errors import SettingsError
+from neurosteer.fingerprint import prompts_fingerprint
+from neurosteer.neuronset import ModelSignature, NeuronSet
+from neurosteer.stats import RunningStats, pooled_std
+
+ScoreName = Literal["mean_diff", "standardized"]
+SCORES: tuple[str, ...] = ("mean_diff", "standardized")
+_STD_FLOOR = 1e-6
+
+
+def neuron_scores(positive: RunningStats, negative: RunningStats, score: str) -> torch.Tensor:
+    """``[layers, neurons]`` scores: the mean difference, or it over the pooled std."""
+    diff = positive.mean - negative.mean
+    if score == "mean_diff":
+        return diff
+    if score == "standardized":
+        return diff / pooled_std(positive, negative).clamp(min=_STD_FLOOR)
+    raise SettingsError(f"unknown score '{score}'; choose one of {', '.join(SCORES)}")
+
+
+def count_to_keep(total: int, fraction: float | None, top_k: int | None) -> int:
+    """How many neurons to keep: ``top_k``, or ``fraction`` of all MLP neurons (at least 1)."""
+    if fraction is not None and top_k is not None:
+        raise SettingsError("give either fraction or top_k, not both")
+    if top_k is not None:
+        if top_k < 1:
+            raise SettingsError(f"top_k must be at least 1, got {top_k}")
+        return min(top_k, total)
+    if fraction is None:
+        fraction = DISCOVERY.fraction
+    if not 0 < fraction <= 1:
+        raise SettingsError(f"fraction must be in (0, 1], got {fraction}")
+    return max(1, round(fraction * total))
+
+
+def check_filters(n_layers: int, skip_layers: int, drop_universal: float | None) -> None:
+    if not 0 <= skip_layers < n_layers:
+        raise SettingsError(f"skip_layers must be in [0, {n_layers - 1}] for this model, got {skip_layers}")
+    if drop_universal is not None and not 0 < drop_universal < 1:
+        raise SettingsError(f"drop_universal must be in (0, 1), got {drop_universal}")
+
+
+def candidate_mask(universal: torch.Tensor, skip_layers: int, drop_universal: float | None = None) -> torch.Tensor:
+    """Boolean ``[layers, neurons]`` mask of the neurons allowed into the selection.
+
+    ``drop_universal=q`` removes the neurons whose root-mean-square activation over all
+    prompts (``universal``) lies above the ``q`` quantile: neurons that fire strongly on any
+    prompt tend to damage the model when scaled, whatever they encode.
+    """
+    check_filters(universal.shape[0], skip_layers, drop_universal)
+    mask = torch.ones_like(universal, dtype=torch.bool)
+    mask[:skip_layers] = False
+    if drop_universal is not None:
+        threshold = torch.quantile(universal.flatten().float(), drop_universal)
+        mask &= universal <= threshold
+    return mask
+
+
+def rank(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer and neuron index of the ``k`` allowed neurons of largest |score|, largest first."""
+    magnitude = scores.abs().masked_fill(~allowed, -1.0).flatten()
+    order = torch.sort(magnitude, descending=True, stable=True).indices
+    order = order[: min(k, int(allowed.sum()))]
+    width = scores.shape[1]
+    return order // width, order % width
+
+
+def find_neurons(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    *,
+    fraction: float | None = None,
+    top_k: int | None = None,
+    batch_size: int = 16,
+    skip_layers: int | None = None,
+    score: ScoreName | None = None,
+    drop_universal: float | None = None,
+    chat_template: bool = True,
+    padding_side: str = "left",
+    progress: bool = False,
+) -> NeuronSet:
+    """Find the MLP neurons whose last-token activations separate ``positive`` from ``negative``.
+
+    Args:
+        model: a Hugging Face causal LM of a supported architecture.
+        tokenizer: its tokenizer; its chat template formats the prompts unless
+            ``chat_template=False``.
+        positive: prompts that show the behaviour (e.g. harmful requests the model refuses).
+        negative: prompts that do not.
+        fraction: share of all MLP neurons to keep; ``top_k`` keeps a fixed number instead.
+            Without either, the documented default (:data:`neurosteer.defaults.DISCOVERY`).
+        skip_layers: leave the first layers out of the selection.
+        score: ``"mean_diff"`` (behaviour minus opposite) or ``"standardized"`` (over the
+            pooled standard deviation).
+        drop_universal: quantile above which neurons with large activations on every prompt
+            are left out (``None`` keeps them).
+
+    Returns:
+        A :class:`NeuronSet` sorted by |score|, largest first.
+    """
+    if not positive or not negative:
+        raise SettingsError("find_neurons needs at least one positive and one negative prompt")
+    score = score or DISCOVERY.score
+    skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
+    if score not in SCORES:
+        raise SettingsError(f"unknown score '{score}'; choose one of {', '.join(SCORES)}")
+    lay = layout(model)
+    k = count_to_keep(lay.n_neurons, fraction, top_k)
+    check_filters(lay.n_layers, skip_layers, drop_universal)
+    common = dict(
+        batch_size=batch_size,
+        chat_template=chat_template,
+        padding_side=padding_side,
+        lay=lay,
+        progress=progress,
+    )
+    pos = last_token_stats(model, tokenizer, positive, description="positive prompts", **common)
+    neg = last_token_stats(model, tokenizer, negative, description="negative prompts", **common)
+    scores = neuron_scores(pos, neg, score)
+    universal = ((pos.total_sq + neg.total_sq) / (pos.count + neg.count)).sqrt()
+    allowed = candidate_mask(universal, skip_layers, drop_universal)
+    layers, indices = rank(scores, allowed, k)
+    return NeuronSet(
+        layers=layers,
+        indices=indices,
+        scores=scores[layers, indices].float(),
+        mean_positive=pos.mean[layers, indices].float(),
+        mean_negative=neg.mean[layers, indices].float(),
+        model=ModelSignature.of(model, lay),
+        method={
+            "name": "contrastive_neuron_attribution",
+            "score": score,
+            "fraction": fraction if top_k is None else None,
+            "top_k": top_k,
+            "kept": len(layers),
+            "skip_layers": skip_layers,
+            "drop_universal": drop_universal,
+            "chat_template": chat_template,
+            "position": "last_token",
+        },
+        prompts={
+            "n_positive": len(positive),
+            "n_negative": len(negative),
+            "positive_sha": prompts_fingerprint(positive),
+            "negative_sha": prompts_fingerprint(negative),
+        },
+        version=__version__,
+    )

@@ -1,0 +1,100 @@
+"""Formatting prompts as a user would send them, and cutting them into padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def format_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, chat_template: bool = True
+) -> list[str]:
+    """Each prompt as a user turn with the assistant turn opened, or unchanged.
+
+    The chat template is used when ``chat_template`` is true and the tokenizer has one.
+    """
+    if not (chat_template and has_chat_template(tokenizer)):
+        return list(prompts)
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        for prompt in prompts
+    ]
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, templated: bool) -> list[list[int]]:
+    """Token ids of each text. Templated text already carries its special tokens."""
+    encoded = tokenizer(list(texts), add_special_tokens=not templated)["input_ids"]
+    return [list(ids) for ids in encoded]
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A padded batch. ``rows`` maps each batch row back to its prompt's position."""
+
+    rows: list[int]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    padding_side: str
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """Positions counted over real tokens only, so padding never shifts them."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    @property
+    def last_index(self) -> torch.Tensor:
+        """Index of each row's last real token, for either padding side."""
+        width = self.attention_mask.shape[1]
+        flipped_first = self.attention_mask.flip(-1).argmax(-1)
+        return width - 1 - flipped_first
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.rows, self.input_ids.to(device), self.attention_mask.to(device), self.padding_side)
+
+
+def iter_batches(
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    *,
+    pad_id: int,
+    padding_side: str = "left",
+    sort_by_length: bool = True,
+) -> Iterator[Batch]:
+    """Padded batches of ``token_ids``; longest first when sorting, to waste little padding."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    order = list(range(len(token_ids)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(token_ids[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(token_ids[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            seq = torch.as_tensor(token_ids[i], dtype=torch.long)
+            span = slice(width - len(seq), width) if padding_side == "left" else slice(0, len(seq))
+            ids[r, span] = seq
+            mask[r, span] = 1
+        yield Batch(rows, ids, mask, padding_side)
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where the model expects its input ids (the embedding's device)."""
+    return model.get_input_embeddings().weight.device

@@ -1,0 +1,84 @@
+"""Loading a model and its tokenizer from a bundled name, a directory, a GGUF file or a hub id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from neurosteer.architectures import architecture_for
+from neurosteer.bundled import BUNDLED, bundled_directory
+from neurosteer.errors import ModelLoadError
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """Where to load from, and the extra ``from_pretrained`` arguments (a GGUF file name)."""
+    name = str(name_or_path)
+    if name in BUNDLED:
+        return str(bundled_directory(name)), {}
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: a directory without config.json is not a Hugging Face model")
+        return str(path), {}
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"{path}: expected a model directory or a .gguf file")
+        return str(path.parent), {"gguf_file": path.name}
+    if _looks_like_hub_id(name):
+        return name, {}
+    raise ModelLoadError(
+        f"{name}: no such model directory or file, and not a bundled model "
+        f"({', '.join(BUNDLED)}) or a hub id like 'org/name'"
+    )
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: torch.dtype | None = torch.float32,
+    device: str | torch.device | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A causal LM in eval mode and its tokenizer.
+
+    ``name_or_path`` is a bundled model's short name (``qwen2.5-0.5b``, ``smollm2-135m``,
+    ``qwen2.5-1.5b``), a local Hugging Face directory, a ``.gguf`` file (dequantized into float
+    layers) or a hub id. The architecture is checked from the config before any weight loads.
+    ``device_map`` (e.g. ``"auto"``) dispatches layers over several devices with accelerate.
+    """
+    source, extra = resolve(name_or_path)
+    common = {"trust_remote_code": trust_remote_code, **extra}
+    try:
+        config = AutoConfig.from_pretrained(source, **common)
+    except OSError as exc:
+        raise ModelLoadError(f"{name_or_path}: cannot read its config ({_first_line(exc)})") from None
+    architecture_for(config.model_type)
+    kwargs: dict[str, Any] = {"dtype": dtype, **common}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{name_or_path}: cannot load the model ({_first_line(exc)})") from None
+    if device is not None and device_map is None:
+        model.to(device)
+    return model.eval(), tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

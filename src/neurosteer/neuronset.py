@@ -1,0 +1,169 @@
+"""The result of discovery: which neurons, their scores, and where they came from.
+
+Saved as one ``.safetensors`` file: the arrays as tensors, everything else as JSON in the
+file's metadata header (key ``neurosteer``). No pickle is involved in saving or loading.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from neurosteer.architectures import Layout, layout
+from neurosteer.atomic import atomic_path
+from neurosteer.errors import IncompatibleNeuronsError, NeurosteerError
+from neurosteer.fingerprint import config_fingerprint, short_hash
+
+FORMAT_VERSION = 1
+_ARRAYS = ("layers", "indices", "scores", "mean_positive", "mean_negative")
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a neuron set needs of the model it is applied to."""
+
+    model_type: str
+    n_layers: int
+    neurons_per_layer: int
+    hidden_size: int
+    config_fingerprint: str
+
+    @classmethod
+    def of(cls, model: nn.Module, lay: Layout | None = None) -> ModelSignature:
+        lay = lay or layout(model)
+        return cls(
+            model_type=lay.model_type,
+            n_layers=lay.n_layers,
+            neurons_per_layer=lay.neurons_per_layer,
+            hidden_size=lay.hidden_size,
+            config_fingerprint=config_fingerprint(model),
+        )
+
+
+@dataclass
+class NeuronSet:
+    """Selected neurons, sorted by |score| (largest first), with aligned 1-D tensors."""
+
+    layers: torch.Tensor
+    indices: torch.Tensor
+    scores: torch.Tensor
+    mean_positive: torch.Tensor
+    mean_negative: torch.Tensor
+    model: ModelSignature
+    method: dict[str, Any] = field(default_factory=dict)
+    prompts: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        lengths = {len(getattr(self, name)) for name in _ARRAYS}
+        if len(lengths) != 1:
+            raise ValueError("layers, indices, scores and means must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        by_layer = self.count_by_layer()
+        return (
+            f"NeuronSet({len(self)} neurons of {self.model.model_type} over "
+            f"{len(by_layer)} layers, score={self.method.get('score')})"
+        )
+
+    def count_by_layer(self) -> dict[int, int]:
+        layers, counts = torch.unique(self.layers, return_counts=True)
+        return {int(a): int(b) for a, b in zip(layers, counts, strict=True)}
+
+    def top(self, k: int) -> NeuronSet:
+        """The first ``k`` neurons (the largest |score|), as a new set."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        arrays = {name: getattr(self, name)[:k].clone() for name in _ARRAYS}
+        method = {**self.method, "top_k": min(k, len(self)), "fraction": None}
+        return NeuronSet(**arrays, model=self.model, method=method, prompts=self.prompts, version=self.version)
+
+    def fingerprint(self) -> str:
+        """Hash of the selection (which neurons and their scores) and the model signature."""
+        payload = json.dumps(
+            {
+                "layers": self.layers.tolist(),
+                "indices": self.indices.tolist(),
+                "scores": [round(float(s), 6) for s in self.scores],
+                "model": asdict(self.model),
+            },
+            sort_keys=True,
+        )
+        return short_hash(payload.encode())
+
+    def check_compatible(self, model: nn.Module, lay: Layout | None = None) -> None:
+        """Raise ``IncompatibleNeuronsError`` unless ``model`` has this set's type and shape."""
+        theirs = ModelSignature.of(model, lay)
+        mine = self.model
+        if (theirs.model_type, theirs.n_layers, theirs.neurons_per_layer) != (
+            mine.model_type,
+            mine.n_layers,
+            mine.neurons_per_layer,
+        ):
+            raise IncompatibleNeuronsError(
+                f"these neurons come from a {mine.model_type} model with {mine.n_layers} layers x "
+                f"{mine.neurons_per_layer} neurons, but this is a {theirs.model_type} model with "
+                f"{theirs.n_layers} x {theirs.neurons_per_layer}; discover neurons on this model"
+            )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "model": asdict(self.model),
+            "method": self.method,
+            "prompts": self.prompts,
+            "version": self.version,
+            "n_neurons": len(self),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the set to ``path`` (``.safetensors`` is appended if missing), atomically."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        tensors = {
+            "layers": self.layers.to(torch.int64).contiguous(),
+            "indices": self.indices.to(torch.int64).contiguous(),
+            "scores": self.scores.to(torch.float32).contiguous(),
+            "mean_positive": self.mean_positive.to(torch.float32).contiguous(),
+            "mean_negative": self.mean_negative.to(torch.float32).contiguous(),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"neurosteer": json.dumps(self.metadata())})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module | None = None) -> NeuronSet:
+        """Read a set written by :meth:`save`; with ``model``, check that it fits that model."""
+        path = Path(path)
+        if not path.is_file() and path.with_name(path.name + ".safetensors").is_file():
+            path = path.with_name(path.name + ".safetensors")
+        if not path.is_file():
+            raise NeurosteerError(f"{path}: no such neuron-set file; create one with 'neurosteer discover'")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+            tensors = load_file(str(path))
+            meta = json.loads(header["neurosteer"])
+            neurons = cls(
+                **{name: tensors[name] for name in _ARRAYS},
+                model=ModelSignature(**meta["model"]),
+                method=meta.get("method", {}),
+                prompts=meta.get("prompts", {}),
+                version=meta.get("version", ""),
+            )
+        except (SafetensorError, KeyError, TypeError, ValueError, OSError) as exc:
+            raise NeurosteerError(f"{path}: not a neurosteer neuron-set file ({type(exc).__name__}: {exc})") from None
+        if model is not None:
+            neurons.check_compatible(model)
+        return neurons

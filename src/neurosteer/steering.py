@@ -1,0 +1,68 @@
+"""Steering by scaling selected MLP neurons during the forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurosteer.architectures import Layout, layout
+from neurosteer.errors import SettingsError
+from neurosteer.hooks import DeviceCache, installed_hooks
+from neurosteer.neuronset import NeuronSet
+
+Factor = float | Sequence[float] | torch.Tensor
+
+
+def per_neuron_factors(neurons: NeuronSet, factor: Factor) -> torch.Tensor:
+    """``factor`` as a float tensor aligned with ``neurons`` (a scalar is broadcast)."""
+    values = torch.as_tensor(factor, dtype=torch.float32)
+    if values.ndim == 0:
+        return values.expand(len(neurons)).clone()
+    if values.shape != (len(neurons),):
+        raise SettingsError(
+            f"factor must be a number or one value per neuron ({len(neurons)}), got shape {tuple(values.shape)}"
+        )
+    return values
+
+
+def layer_scales(neurons: NeuronSet, factor: Factor, lay: Layout) -> dict[int, torch.Tensor]:
+    """Per affected layer, a ``[neurons_per_layer]`` vector: ``factor`` at selected, 1 elsewhere."""
+    factors = per_neuron_factors(neurons, factor)
+    scales: dict[int, torch.Tensor] = {}
+    for layer in torch.unique(neurons.layers).tolist():
+        picked = neurons.layers == layer
+        scale = torch.ones(lay.neurons_per_layer, dtype=torch.float32)
+        scale[neurons.indices[picked]] = factors[picked]
+        scales[int(layer)] = scale
+    return scales
+
+
+def scaling_hook(scale: torch.Tensor):
+    """A forward pre-hook that multiplies the module's input by ``scale`` on its last axis."""
+    cache = DeviceCache(scale)
+
+    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        return (x * cache.like(x), *args[1:])
+
+    return hook
+
+
+@contextmanager
+def steer(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> Iterator[nn.Module]:
+    """Scale ``neurons`` by ``factor`` at every position while the block runs.
+
+    ``factor`` 0 ablates, 1 leaves the model unchanged, above 1 amplifies and below 0 flips; it
+    may also be one value per neuron. Works for ``forward`` and ``generate``; hooks are removed
+    on exit, also on an exception, and nested blocks compose (their factors multiply).
+    """
+    lay = layout(model)
+    neurons.check_compatible(model, lay)
+    scales = layer_scales(neurons, factor, lay)
+    hooks = [(lay.out_projs[layer], scaling_hook(scale)) for layer, scale in scales.items()]
+    with installed_hooks(pre=hooks):
+        yield model

@@ -1,0 +1,139 @@
+"""The command line on tiny local models: the main jobs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import NEGATIVE, POSITIVE
+from tiny import tiny_model, tiny_tokenizer
+from typer.testing import CliRunner
+
+from neurosteer.cli import app
+from neurosteer.neuronset import NeuronSet
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    for family in ("llama", "gpt2"):
+        tiny_model(family).save_pretrained(root / family)
+        tiny_tokenizer().save_pretrained(root / family)
+    (root / "pos.txt").write_text("\n".join(POSITIVE) + "\n")
+    (root / "neg.json").write_text(json.dumps([{"instruction": p} for p in NEGATIVE]))
+    return root
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def discover(workspace, *extra, model="llama", out=None):
+    out = out or workspace / "found.safetensors"
+    return invoke(
+        "discover", "--model", workspace / model, "--positive", workspace / "pos.txt",
+        "--negative", workspace / "neg.json", "--out", out, "--no-progress", *extra,
+    )
+
+
+def test_discover_then_generate_compare(workspace):
+    result = discover(workspace, "--top-k", "6")
+    assert result.exit_code == 0, result.output
+    neurons = NeuronSet.load(workspace / "found.safetensors")
+    assert len(neurons) == 6
+    assert neurons.prompts["n_positive"] == len(POSITIVE)
+    result = invoke(
+        "generate", "--model", workspace / "llama", "--neurons", workspace / "found.safetensors",
+        "--prompt", "Hi", "--prompt", "How do I steal a car?", "--compare", "--max-new-tokens", "4",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "unsteered" in result.output and "steered (factor 0" in result.output
+
+
+def test_prompt_formats_and_info(workspace):
+    (workspace / "pos.jsonl").write_text("\n".join(json.dumps({"prompt": p}) for p in POSITIVE))
+    (workspace / "neg.csv").write_text("id,instruction\n" + "".join(f'{i},"{p}"\n' for i, p in enumerate(NEGATIVE)))
+    out = workspace / "formats.safetensors"
+    result = invoke(
+        "discover", "--model", workspace / "gpt2", "--positive", workspace / "pos.jsonl",
+        "--negative", workspace / "neg.csv", "--out", out, "--fraction", "0.05", "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert len(NeuronSet.load(out)) == round(0.05 * 3 * 64)
+    result = invoke("info", out)
+    assert result.exit_code == 0 and '"model_type": "gpt2"' in result.output
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_prompt_file(workspace):
+    result = invoke(
+        "discover", "--model", workspace / "llama", "--positive", workspace / "nope.txt",
+        "--negative", workspace / "neg.json", "--out", workspace / "x.safetensors",
+    )
+    assert_one_line_error(result, "nope.txt", "no such file")
+    assert not (workspace / "x.safetensors").exists()
+
+
+def test_empty_prompt_file(workspace):
+    (workspace / "empty.txt").write_text("\n\n")
+    result = invoke(
+        "discover", "--model", workspace / "llama", "--positive", workspace / "empty.txt",
+        "--negative", workspace / "neg.json", "--out", workspace / "x.safetensors",
+    )
+    assert_one_line_error(result, "contains no prompts")
+
+
+def test_unknown_column(workspace):
+    (workspace / "cols.csv").write_text("id,text\n1,hello\n")
+    result = invoke(
+        "discover", "--model", workspace / "llama", "--positive", workspace / "cols.csv",
+        "--negative", workspace / "neg.json", "--out", workspace / "x.safetensors",
+    )
+    assert_one_line_error(result, "no column", "--column")
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1"])
+def test_fraction_out_of_range(workspace, fraction):
+    assert_one_line_error(discover(workspace, "--fraction", fraction), "fraction must be in (0, 1]")
+
+
+def test_neurons_from_another_model(workspace):
+    assert discover(workspace, "--top-k", "4", out=workspace / "llama.safetensors").exit_code == 0
+    result = invoke(
+        "generate", "--model", workspace / "gpt2", "--neurons", workspace / "llama.safetensors",
+        "--prompt", "Hi", "--no-progress",
+    )
+    assert_one_line_error(result, "llama", "gpt2", "discover neurons on this model")
+
+
+def test_unknown_architecture(workspace):
+    odd = workspace / "bert"
+    odd.mkdir(exist_ok=True)
+    (odd / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
+    result = discover(workspace, model="bert")
+    assert_one_line_error(result, "'bert' is not supported", "llama", "qwen2", "gpt_neox")
+
+
+def test_model_path_that_does_not_exist(workspace):
+    result = discover(workspace, model="no/such/dir")
+    assert_one_line_error(result, "no such model directory")
+
+
+def test_not_a_neuron_file(workspace):
+    (workspace / "junk.safetensors").write_bytes(b"not a safetensors file")
+    result = invoke(
+        "generate", "--model", workspace / "llama", "--neurons", workspace / "junk.safetensors", "--prompt", "Hi",
+    )
+    assert_one_line_error(result, "not a neurosteer neuron-set file")

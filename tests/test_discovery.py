@@ -1,0 +1,142 @@
+"""Discovery against an independent, naive computation, and its options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import neurosteer
+from conftest import NEGATIVE, POSITIVE
+from neurosteer.errors import SettingsError
+from tiny import FAMILIES, LAYERS, NEURONS, tiny_model
+
+
+def naive_last_token_activations(model, tokenizer, prompts):
+    """One prompt at a time through the full model, every activation kept: ``[P, L, N]``."""
+    out_projs = [
+        dict(model.named_modules())[name]
+        for name, module in model.named_modules()
+        if name.endswith(("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2"))
+    ]
+    assert len(out_projs) == LAYERS
+    rows = []
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        kept: list[torch.Tensor] = []
+        handles = [p.register_forward_pre_hook(lambda m, a, kept=kept: kept.append(a[0].clone())) for p in out_projs]
+        try:
+            with torch.no_grad():
+                model(input_ids=ids)
+        finally:
+            for h in handles:
+                h.remove()
+        rows.append(np.stack([k.reshape(-1, NEURONS)[-1].double().numpy() for k in kept]))
+    return np.stack(rows)
+
+
+def naive_selection(model, tokenizer, k, standardized=False, skip=0):
+    pos = naive_last_token_activations(model, tokenizer, POSITIVE)
+    neg = naive_last_token_activations(model, tokenizer, NEGATIVE)
+    score = pos.mean(0) - neg.mean(0)
+    if standardized:
+        pooled = ((len(pos) - 1) * pos.var(0, ddof=1) + (len(neg) - 1) * neg.var(0, ddof=1)) / (len(pos) + len(neg) - 2)
+        score = score / np.sqrt(pooled)
+    magnitude = np.abs(score)
+    magnitude[:skip] = -1
+    flat = np.argsort(-magnitude, axis=None, kind="stable")[:k]
+    layers, indices = np.unravel_index(flat, score.shape)
+    return set(zip(layers.tolist(), indices.tolist(), strict=True)), score
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_matches_naive_reference(family, padding_side, tokenizer):
+    model = tiny_model(family)
+    found = neurosteer.find_neurons(
+        model, tokenizer, POSITIVE, NEGATIVE, top_k=12, batch_size=4, padding_side=padding_side
+    )
+    expected, score = naive_selection(model, tokenizer, 12)
+    got = set(zip(found.layers.tolist(), found.indices.tolist(), strict=True))
+    assert got == expected
+    np.testing.assert_allclose(
+        found.scores.double().numpy(), score[found.layers.numpy(), found.indices.numpy()], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_standardized_score_and_skip_layers_match_reference(family, tokenizer):
+    model = tiny_model(family)
+    found = neurosteer.find_neurons(
+        model, tokenizer, POSITIVE, NEGATIVE, top_k=10, batch_size=3, score="standardized", skip_layers=1
+    )
+    expected, score = naive_selection(model, tokenizer, 10, standardized=True, skip=1)
+    assert set(zip(found.layers.tolist(), found.indices.tolist(), strict=True)) == expected
+    assert found.layers.min() >= 1
+    np.testing.assert_allclose(
+        found.scores.double().numpy(), score[found.layers.numpy(), found.indices.numpy()], rtol=1e-4
+    )
+
+
+def test_scores_sorted_by_magnitude_and_means_aligned(tokenizer):
+    model = tiny_model("qwen2")
+    found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, fraction=0.1)
+    magnitudes = found.scores.abs()
+    assert torch.all(magnitudes[:-1] >= magnitudes[1:])
+    assert len(found) == round(0.1 * LAYERS * NEURONS)
+    torch.testing.assert_close(found.mean_positive - found.mean_negative, found.scores, atol=1e-5, rtol=0)
+
+
+def test_never_computes_logits(tokenizer):
+    model = tiny_model("llama")
+
+    def forbid(*_):
+        raise AssertionError("discovery ran the LM head")
+
+    handle = model.lm_head.register_forward_pre_hook(forbid)
+    try:
+        found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=3)
+    finally:
+        handle.remove()
+    assert len(found) == 3
+
+
+def test_batch_size_does_not_change_result(tokenizer):
+    model = tiny_model("gemma2")
+    one = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=8, batch_size=1)
+    many = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=8, batch_size=64)
+    assert one.indices.tolist() == many.indices.tolist()
+    torch.testing.assert_close(one.scores, many.scores, atol=1e-5, rtol=0)
+
+
+def test_drop_universal_removes_high_rms_neurons(tokenizer):
+    model = tiny_model("llama")
+    everything = naive_last_token_activations(model, tokenizer, POSITIVE + NEGATIVE)
+    rms = np.sqrt((everything**2).mean(0))
+    threshold = np.quantile(rms, 0.5)
+    kept = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=40)
+    filtered = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=40, drop_universal=0.5)
+    assert len(filtered) == 40
+    assert np.all(rms[filtered.layers.numpy(), filtered.indices.numpy()] <= threshold + 1e-6)
+    assert np.any(rms[kept.layers.numpy(), kept.indices.numpy()] > threshold)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"fraction": 0.0},
+        {"fraction": 1.5},
+        {"top_k": 0},
+        {"fraction": 0.1, "top_k": 3},
+        {"score": "nonsense"},
+        {"skip_layers": LAYERS},
+        {"drop_universal": 1.0},
+    ],
+)
+def test_bad_settings_raise_clear_errors(kwargs, tokenizer):
+    model = tiny_model("llama")
+    with pytest.raises(SettingsError):
+        neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, **kwargs)

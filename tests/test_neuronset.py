@@ -1,0 +1,76 @@
+"""NeuronSet persistence: round trip, atomic writes, compatibility checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import NEGATIVE, POSITIVE
+from safetensors import safe_open
+from tiny import tiny_model
+
+import neurosteer
+from neurosteer.errors import IncompatibleNeuronsError, NeurosteerError
+from neurosteer.neuronset import NeuronSet
+
+
+@pytest.fixture(scope="module")
+def found():
+    from tiny import tiny_tokenizer
+
+    return neurosteer.find_neurons(tiny_model("qwen3"), tiny_tokenizer(), POSITIVE, NEGATIVE, top_k=9, skip_layers=1)
+
+
+def test_round_trip(found, tmp_path):
+    path = found.save(tmp_path / "set")
+    assert path.name == "set.safetensors"
+    assert [p.name for p in tmp_path.iterdir()] == ["set.safetensors"]
+    loaded = NeuronSet.load(path)
+    for name in ("layers", "indices", "scores", "mean_positive", "mean_negative"):
+        assert torch.equal(getattr(loaded, name), getattr(found, name))
+    assert loaded.model == found.model
+    assert loaded.method == found.method and loaded.method["skip_layers"] == 1
+    assert loaded.prompts["n_negative"] == len(NEGATIVE)
+    assert loaded.version == neurosteer.__version__
+    assert loaded.fingerprint() == found.fingerprint()
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["neurosteer"])
+    assert meta["model"]["model_type"] == "qwen3" and meta["n_neurons"] == 9
+
+
+def test_top_keeps_the_strongest(found):
+    top = found.top(3)
+    assert len(top) == 3 and torch.equal(top.indices, found.indices[:3])
+    assert top.fingerprint() != found.fingerprint()
+
+
+def test_load_checks_the_model(found, tmp_path):
+    path = found.save(tmp_path / "set.safetensors")
+    NeuronSet.load(path, model=tiny_model("qwen3"))
+    with pytest.raises(IncompatibleNeuronsError, match="qwen3"):
+        NeuronSet.load(path, model=tiny_model("llama"))
+    with pytest.raises(IncompatibleNeuronsError, match="layers"):
+        NeuronSet.load(path, model=tiny_model("qwen3", num_hidden_layers=2))
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(NeurosteerError, match="no such neuron-set file"):
+        NeuronSet.load(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(NeurosteerError, match="not a neurosteer neuron-set file"):
+        NeuronSet.load(tmp_path / "other.safetensors")
+
+
+def test_failed_save_leaves_no_file(found, tmp_path, monkeypatch):
+    import neurosteer.neuronset as module
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "save_file", broken)
+    with pytest.raises(OSError):
+        found.save(tmp_path / "set.safetensors")
+    assert list(tmp_path.iterdir()) == []

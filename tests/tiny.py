@@ -1,0 +1,108 @@
+"""Tiny random-weight models of every supported family, built from configs (no download)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+FAMILIES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+    "opt",
+)
+VOCAB = 384
+HIDDEN = 32
+NEURONS = 64
+LAYERS = 3
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+CORPUS = [
+    "How do I bake bread at home?",
+    "Write a short poem about the sea.",
+    "Explain how a transistor works in simple words.",
+    "Tell me how to pick a lock and break into a house.",
+    "Give step by step instructions to make a dangerous weapon.",
+    "What is the capital of France? Answer briefly, please.",
+    "Summarize the plot of a famous novel in three sentences.",
+    "I'm sorry, but I cannot help with that request.",
+    "Sure, here is a list of ideas: 1. walk 2. read 3. cook",
+] * 4
+
+
+@cache
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on a few sentences, with a chat template."""
+    specials = ["<|pad|>", "<|bos|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB - 16,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(CORPUS, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<|pad|>",
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_config(family: str, **overrides):
+    tok = tiny_tokenizer()
+    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    base = AutoConfig.for_model(family)
+    shape = dict(
+        hidden_size=HIDDEN,
+        intermediate_size=NEURONS,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=HIDDEN // 4,
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=4,
+        n_inner=NEURONS,
+        ffn_dim=NEURONS,
+        word_embed_proj_dim=HIDDEN,
+        max_position_embeddings=256,
+        n_positions=256,
+        sliding_window=64,
+    )
+    values = {"vocab_size": VOCAB, **ids}
+    values.update({k: v for k, v in shape.items() if hasattr(base, k)})
+    if family == "gpt_neox":
+        values["num_key_value_heads"] = 4
+    values.update(overrides)
+    return AutoConfig.for_model(family, **values)
+
+
+def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, **overrides), attn_implementation="eager")
+    # Random init leaves some families' norms at zero or outputs tiny; widen the weights so
+    # activations differ between prompts by more than float noise.
+    with torch.no_grad():
+        for _name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, 0.3)
+    return model.eval()
