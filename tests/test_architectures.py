@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tiny import FAMILIES, HIDDEN, LAYERS, NEURONS, tiny_model
 
 from neurosteer.architectures import REGISTRY, layout, supported_model_types
 from neurosteer.errors import UnsupportedArchitectureError
+from tiny import FAMILIES, HIDDEN, LAYERS, NEURONS, tiny_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)

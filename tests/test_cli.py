@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import NEGATIVE, POSITIVE
-from tiny import tiny_model, tiny_tokenizer
 from typer.testing import CliRunner
 
+from conftest import NEGATIVE, POSITIVE
 from neurosteer.cli import app
 from neurosteer.neuronset import NeuronSet
+from tiny import tiny_model, tiny_tokenizer
 
 runner = CliRunner()
 
@@ -33,8 +33,17 @@ def invoke(*args):
 def discover(workspace, *extra, model="llama", out=None):
     out = out or workspace / "found.safetensors"
     return invoke(
-        "discover", "--model", workspace / model, "--positive", workspace / "pos.txt",
-        "--negative", workspace / "neg.json", "--out", out, "--no-progress", *extra,
+        "discover",
+        "--model",
+        workspace / model,
+        "--positive",
+        workspace / "pos.txt",
+        "--negative",
+        workspace / "neg.json",
+        "--out",
+        out,
+        "--no-progress",
+        *extra,
     )
 
 
@@ -45,8 +54,18 @@ def test_discover_then_generate_compare(workspace):
     assert len(neurons) == 6
     assert neurons.prompts["n_positive"] == len(POSITIVE)
     result = invoke(
-        "generate", "--model", workspace / "llama", "--neurons", workspace / "found.safetensors",
-        "--prompt", "Hi", "--prompt", "How do I steal a car?", "--compare", "--max-new-tokens", "4",
+        "generate",
+        "--model",
+        workspace / "llama",
+        "--neurons",
+        workspace / "found.safetensors",
+        "--prompt",
+        "Hi",
+        "--prompt",
+        "How do I steal a car?",
+        "--compare",
+        "--max-new-tokens",
+        "4",
         "--no-progress",
     )
     assert result.exit_code == 0, result.output
@@ -58,8 +77,18 @@ def test_prompt_formats_and_info(workspace):
     (workspace / "neg.csv").write_text("id,instruction\n" + "".join(f'{i},"{p}"\n' for i, p in enumerate(NEGATIVE)))
     out = workspace / "formats.safetensors"
     result = invoke(
-        "discover", "--model", workspace / "gpt2", "--positive", workspace / "pos.jsonl",
-        "--negative", workspace / "neg.csv", "--out", out, "--fraction", "0.05", "--no-progress",
+        "discover",
+        "--model",
+        workspace / "gpt2",
+        "--positive",
+        workspace / "pos.jsonl",
+        "--negative",
+        workspace / "neg.csv",
+        "--out",
+        out,
+        "--fraction",
+        "0.05",
+        "--no-progress",
     )
     assert result.exit_code == 0, result.output
     assert len(NeuronSet.load(out)) == round(0.05 * 3 * 64)
@@ -79,8 +108,15 @@ def assert_one_line_error(result, *fragments):
 
 def test_missing_prompt_file(workspace):
     result = invoke(
-        "discover", "--model", workspace / "llama", "--positive", workspace / "nope.txt",
-        "--negative", workspace / "neg.json", "--out", workspace / "x.safetensors",
+        "discover",
+        "--model",
+        workspace / "llama",
+        "--positive",
+        workspace / "nope.txt",
+        "--negative",
+        workspace / "neg.json",
+        "--out",
+        workspace / "x.safetensors",
     )
     assert_one_line_error(result, "nope.txt", "no such file")
     assert not (workspace / "x.safetensors").exists()
@@ -89,8 +125,15 @@ def test_missing_prompt_file(workspace):
 def test_empty_prompt_file(workspace):
     (workspace / "empty.txt").write_text("\n\n")
     result = invoke(
-        "discover", "--model", workspace / "llama", "--positive", workspace / "empty.txt",
-        "--negative", workspace / "neg.json", "--out", workspace / "x.safetensors",
+        "discover",
+        "--model",
+        workspace / "llama",
+        "--positive",
+        workspace / "empty.txt",
+        "--negative",
+        workspace / "neg.json",
+        "--out",
+        workspace / "x.safetensors",
     )
     assert_one_line_error(result, "contains no prompts")
 
@@ -98,8 +141,15 @@ def test_empty_prompt_file(workspace):
 def test_unknown_column(workspace):
     (workspace / "cols.csv").write_text("id,text\n1,hello\n")
     result = invoke(
-        "discover", "--model", workspace / "llama", "--positive", workspace / "cols.csv",
-        "--negative", workspace / "neg.json", "--out", workspace / "x.safetensors",
+        "discover",
+        "--model",
+        workspace / "llama",
+        "--positive",
+        workspace / "cols.csv",
+        "--negative",
+        workspace / "neg.json",
+        "--out",
+        workspace / "x.safetensors",
     )
     assert_one_line_error(result, "no column", "--column")
 
@@ -112,8 +162,14 @@ def test_fraction_out_of_range(workspace, fraction):
 def test_neurons_from_another_model(workspace):
     assert discover(workspace, "--top-k", "4", out=workspace / "llama.safetensors").exit_code == 0
     result = invoke(
-        "generate", "--model", workspace / "gpt2", "--neurons", workspace / "llama.safetensors",
-        "--prompt", "Hi", "--no-progress",
+        "generate",
+        "--model",
+        workspace / "gpt2",
+        "--neurons",
+        workspace / "llama.safetensors",
+        "--prompt",
+        "Hi",
+        "--no-progress",
     )
     assert_one_line_error(result, "llama", "gpt2", "discover neurons on this model")
 
@@ -134,6 +190,12 @@ def test_model_path_that_does_not_exist(workspace):
 def test_not_a_neuron_file(workspace):
     (workspace / "junk.safetensors").write_bytes(b"not a safetensors file")
     result = invoke(
-        "generate", "--model", workspace / "llama", "--neurons", workspace / "junk.safetensors", "--prompt", "Hi",
+        "generate",
+        "--model",
+        workspace / "llama",
+        "--neurons",
+        workspace / "junk.safetensors",
+        "--prompt",
+        "Hi",
     )
     assert_one_line_error(result, "not a neurosteer neuron-set file")

@@ -140,3 +140,24 @@ def test_bad_settings_raise_clear_errors(kwargs, tokenizer):
     model = tiny_model("llama")
     with pytest.raises(SettingsError):
         neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, **kwargs)
+
+
+def test_shared_prefix_is_run_once_and_changes_nothing(tokenizer):
+    from neurosteer.activations import last_token_stats, tokenize_prompts
+    from neurosteer.prefix import MIN_PREFIX, shared_prefix_length
+
+    assert shared_prefix_length(tokenize_prompts(tokenizer, POSITIVE)) >= MIN_PREFIX
+    model = tiny_model("gemma3_text")
+    shared = last_token_stats(model, tokenizer, POSITIVE, batch_size=2)
+    plain = last_token_stats(model, tokenizer, POSITIVE, batch_size=2, share_prefix=False)
+    torch.testing.assert_close(shared.mean, plain.mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.var, plain.var, atol=1e-5, rtol=0)
+
+
+def test_shared_prefix_length():
+    from neurosteer.prefix import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps one token of its own
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+    assert shared_prefix_length([]) == 0

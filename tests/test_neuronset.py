@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import NEGATIVE, POSITIVE
 from safetensors import safe_open
-from tiny import tiny_model
 
 import neurosteer
+from conftest import NEGATIVE, POSITIVE
 from neurosteer.errors import IncompatibleNeuronsError, NeurosteerError
 from neurosteer.neuronset import NeuronSet
+from tiny import tiny_model
 
 
 @pytest.fixture(scope="module")

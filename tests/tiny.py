@@ -27,6 +27,7 @@ NEURONS = 64
 LAYERS = 3
 
 CHAT_TEMPLATE = (
+    "<|bos|>You are a helpful assistant. Answer briefly.<|end|>"
     "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
@@ -40,6 +41,7 @@ CORPUS = [
     "Summarize the plot of a famous novel in three sentences.",
     "I'm sorry, but I cannot help with that request.",
     "Sure, here is a list of ideas: 1. walk 2. read 3. cook",
+    "You are a helpful assistant. Answer briefly.",
 ] * 4
 
 

@@ -6,7 +6,8 @@ __version__ = "0.1.0"
 
 from neurosteer.discovery import find_neurons
 from neurosteer.errors import NeurosteerError
+from neurosteer.models import load_model
 from neurosteer.neuronset import NeuronSet
 from neurosteer.steering import steer
 
-__all__ = ["NeuronSet", "NeurosteerError", "__version__", "find_neurons", "steer"]
+__all__ = ["NeuronSet", "NeurosteerError", "__version__", "find_neurons", "load_model", "steer"]

@@ -26,6 +26,7 @@ from neurosteer.encoding import (
     pad_token_id,
 )
 from neurosteer.hooks import installed_hooks
+from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.stats import RunningStats
 
 
@@ -38,14 +39,28 @@ def tokenize_prompts(
     return encode(tokenizer, texts, templated=templated)
 
 
-def forward_base(model: nn.Module, batch: Batch) -> Any:
-    """Run the decoder stack without the LM head: only hidden states, never logits."""
+def forward_base(model: nn.Module, batch: Batch, prefix: PrefixCache | None = None) -> Any:
+    """Run the decoder stack without the LM head: only hidden states, never logits.
+
+    With ``prefix``, ``batch`` holds only the tokens after the shared prefix, whose cached
+    keys and values stand in for it.
+    """
     base = getattr(model, "base_model", model)
+    if prefix is None:
+        return base(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+    size = batch.input_ids.shape[0]
+    ones = torch.ones(size, prefix.length, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device)
     return base(
         input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
+        attention_mask=torch.cat([ones, batch.attention_mask], dim=1),
+        position_ids=batch.position_ids + prefix.length,
+        use_cache=True,
+        **{prefix.argument: prefix.for_batch(size)},
     )
 
 
@@ -60,11 +75,20 @@ def last_token_stats(
     lay: Layout | None = None,
     description: str = "reading activations",
     progress: bool = False,
+    share_prefix: bool = True,
 ) -> RunningStats:
-    """Running per-neuron statistics of the last-token activations over ``prompts``."""
+    """Running per-neuron statistics of the last-token activations over ``prompts``.
+
+    ``share_prefix`` runs the prompts' common leading tokens once (see :mod:`neurosteer.prefix`).
+    """
     lay = lay or layout(model)
     stats = RunningStats(lay.n_layers, lay.neurons_per_layer)
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template)
+    device = input_device(model)
+    prefix = None
+    if share_prefix and (length := shared_prefix_length(ids)) >= MIN_PREFIX:
+        prefix = build_prefix_cache(model, ids[0][:length], device)
+        ids = [seq[length:] for seq in ids]
     current: dict[str, torch.Tensor] = {}
 
     def reader(layer: int):
@@ -77,7 +101,6 @@ def last_token_stats(
 
         return hook
 
-    device = input_device(model)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side=padding_side)
     n_batches = -(-len(ids) // batch_size)
     hooks = [(proj, reader(i)) for i, proj in enumerate(lay.out_projs)]
@@ -85,6 +108,6 @@ def last_token_stats(
         for batch in track(batches, description, total=n_batches, enabled=progress):
             batch = batch.to(device)
             current["last"] = batch.last_index
-            forward_base(model, batch)
+            forward_base(model, batch, prefix)
             stats.add_rows(len(batch.rows))
     return stats

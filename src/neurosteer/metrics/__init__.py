@@ -1,0 +1,1 @@
+"""Measures of what steering did: refusal, over-refusal, output quality, KL, MMLU."""
