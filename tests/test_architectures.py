@@ -35,5 +35,5 @@ def test_unknown_type_names_the_supported_ones():
 def test_renamed_module_fails_loudly():
     model = tiny_model("llama")
     del model.model.layers[0].mlp.down_proj
-    with pytest.raises(UnsupportedArchitectureError, match="mlp.down_proj"):
+    with pytest.raises(UnsupportedArchitectureError, match=r"mlp\.down_proj"):
         layout(model)

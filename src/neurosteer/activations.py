@@ -8,7 +8,7 @@ statistics, so nothing of size ``prompts x layers x neurons`` is ever kept.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from neurosteer.encoding import (
     iter_batches,
     pad_token_id,
 )
-from neurosteer.hooks import installed_hooks
+from neurosteer.hooks import first_tensor, installed_hooks
 from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.stats import RunningStats
 
@@ -64,11 +64,15 @@ def forward_base(model: nn.Module, batch: Batch, prefix: PrefixCache | None = No
     )
 
 
+Site = Literal["neurons", "residual"]
+
+
 def last_token_stats(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     *,
+    site: Site = "neurons",
     batch_size: int = 16,
     chat_template: bool = True,
     padding_side: str = "left",
@@ -77,12 +81,15 @@ def last_token_stats(
     progress: bool = False,
     share_prefix: bool = True,
 ) -> RunningStats:
-    """Running per-neuron statistics of the last-token activations over ``prompts``.
+    """Running per-layer statistics of last-token activations over ``prompts``.
 
+    ``site="neurons"`` reads the MLP neuron activations (``[layers, neurons]``);
+    ``site="residual"`` reads the residual stream after each decoder layer (``[layers, hidden]``).
     ``share_prefix`` runs the prompts' common leading tokens once (see :mod:`neurosteer.prefix`).
     """
     lay = lay or layout(model)
-    stats = RunningStats(lay.n_layers, lay.neurons_per_layer)
+    width = lay.neurons_per_layer if site == "neurons" else lay.hidden_size
+    stats = RunningStats(lay.n_layers, width)
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template)
     device = input_device(model)
     prefix = None
@@ -91,20 +98,25 @@ def last_token_stats(
         ids = [seq[length:] for seq in ids]
     current: dict[str, torch.Tensor] = {}
 
-    def reader(layer: int):
-        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
-            last = current["last"].to(args[0].device)
-            # Some families (OPT) flatten batch and time before the MLP; restore them.
-            acts = args[0].reshape(last.shape[0], -1, args[0].shape[-1])
-            rows = torch.arange(acts.shape[0], device=acts.device)
-            stats.add(layer, acts[rows, last])
+    def take_last(layer: int, values: torch.Tensor) -> None:
+        last = current["last"].to(values.device)
+        # Some families (OPT) flatten batch and time inside a layer; restore them.
+        values = values.reshape(last.shape[0], -1, values.shape[-1])
+        stats.add(layer, values[torch.arange(values.shape[0], device=values.device), last])
 
-        return hook
+    def neuron_reader(layer: int):
+        return lambda _module, args: take_last(layer, args[0])
 
+    def residual_reader(layer: int):
+        return lambda _module, _args, output: take_last(layer, first_tensor(output))
+
+    if site == "neurons":
+        hooks = {"pre": [(proj, neuron_reader(i)) for i, proj in enumerate(lay.out_projs)]}
+    else:
+        hooks = {"post": [(block, residual_reader(i)) for i, block in enumerate(lay.layers)]}
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side=padding_side)
     n_batches = -(-len(ids) // batch_size)
-    hooks = [(proj, reader(i)) for i, proj in enumerate(lay.out_projs)]
-    with installed_hooks(pre=hooks), torch.inference_mode():
+    with installed_hooks(**hooks), torch.inference_mode():
         for batch in track(batches, description, total=n_batches, enabled=progress):
             batch = batch.to(device)
             current["last"] = batch.last_index

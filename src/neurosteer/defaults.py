@@ -12,4 +12,19 @@ class DiscoveryDefaults:
     skip_layers: int = 0
 
 
+@dataclass(frozen=True)
+class SteeringDefaults:
+    factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class DemoDefaults:
+    n_train: int = 128
+    n_eval: int = 100
+    max_new_tokens: int = 64
+    batch_size: int = 32
+
+
 DISCOVERY = DiscoveryDefaults()
+STEERING = SteeringDefaults()
+DEMO = DemoDefaults()

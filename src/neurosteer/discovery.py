@@ -133,33 +133,63 @@ def find_neurons(
     )
     pos = last_token_stats(model, tokenizer, positive, description="positive prompts", **common)
     neg = last_token_stats(model, tokenizer, negative, description="negative prompts", **common)
-    scores = neuron_scores(pos, neg, score)
-    universal = ((pos.total_sq + neg.total_sq) / (pos.count + neg.count)).sqrt()
+    method = {
+        "name": "contrastive_neuron_attribution",
+        "score": score,
+        "fraction": fraction if top_k is None else None,
+        "top_k": top_k,
+        "skip_layers": skip_layers,
+        "drop_universal": drop_universal,
+        "chat_template": chat_template,
+        "position": "last_token",
+    }
+    prompts = {
+        "n_positive": len(positive),
+        "n_negative": len(negative),
+        "positive_sha": prompts_fingerprint(positive),
+        "negative_sha": prompts_fingerprint(negative),
+    }
+    return select_neurons(
+        model,
+        pos,
+        neg,
+        neuron_scores(pos, neg, score),
+        k,
+        skip_layers=skip_layers,
+        drop_universal=drop_universal,
+        method=method,
+        prompts=prompts,
+    )
+
+
+def select_neurons(
+    model: nn.Module,
+    positive: RunningStats,
+    negative: RunningStats,
+    scores: torch.Tensor,
+    k: int,
+    *,
+    skip_layers: int = 0,
+    drop_universal: float | None = None,
+    method: dict | None = None,
+    prompts: dict | None = None,
+) -> NeuronSet:
+    """The ``k`` allowed neurons of largest |score| from a ``[layers, neurons]`` score matrix.
+
+    The building block of :func:`find_neurons`, public so that other scores computed from the
+    same statistics can be tried without another pass over the prompts.
+    """
+    universal = ((positive.total_sq + negative.total_sq) / (positive.count + negative.count)).sqrt()
     allowed = candidate_mask(universal, skip_layers, drop_universal)
     layers, indices = rank(scores, allowed, k)
     return NeuronSet(
         layers=layers,
         indices=indices,
         scores=scores[layers, indices].float(),
-        mean_positive=pos.mean[layers, indices].float(),
-        mean_negative=neg.mean[layers, indices].float(),
-        model=ModelSignature.of(model, lay),
-        method={
-            "name": "contrastive_neuron_attribution",
-            "score": score,
-            "fraction": fraction if top_k is None else None,
-            "top_k": top_k,
-            "kept": len(layers),
-            "skip_layers": skip_layers,
-            "drop_universal": drop_universal,
-            "chat_template": chat_template,
-            "position": "last_token",
-        },
-        prompts={
-            "n_positive": len(positive),
-            "n_negative": len(negative),
-            "positive_sha": prompts_fingerprint(positive),
-            "negative_sha": prompts_fingerprint(negative),
-        },
+        mean_positive=positive.mean[layers, indices].float(),
+        mean_negative=negative.mean[layers, indices].float(),
+        model=ModelSignature.of(model),
+        method={**(method or {}), "kept": len(layers)},
+        prompts=prompts or {},
         version=__version__,
     )

@@ -1,0 +1,157 @@
+"""Search for discovery and steering settings that remove refusal on the default model.
+
+Everything is chosen on the training split (discovery) and the validation split (scoring);
+the held-out benchmarks are never looked at here. Statistics are computed once and cached.
+
+    python experiments/refusal_search.py --out runs/search [--configs NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import neurosteer
+from neurosteer.activations import last_token_stats
+from neurosteer.architectures import layout
+from neurosteer.discovery import count_to_keep, neuron_scores, select_neurons
+from neurosteer.generation import generate
+from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
+from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
+from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.prompts import load_prompts
+from neurosteer.stats import RunningStats
+
+N_TRAIN = 128
+
+
+def cached_stats(model, tokenizer, out: Path) -> dict[str, RunningStats]:
+    path = out / "stats.pt"
+    if path.exists():
+        raw = torch.load(path)
+        stats = {}
+        for key, (count, total, total_sq) in raw.items():
+            s = RunningStats(1, 1)
+            s.count, s.total, s.total_sq = count, total, total_sq
+            stats[key] = s
+        return stats
+    pos = load_prompts("harmful_train", limit=N_TRAIN)
+    neg = load_prompts("harmless_train", limit=N_TRAIN)
+    stats = {}
+    for site in ("neurons", "residual"):
+        stats[f"{site}_pos"] = last_token_stats(model, tokenizer, pos, site=site, progress=True)
+        stats[f"{site}_neg"] = last_token_stats(model, tokenizer, neg, site=site, progress=True)
+    torch.save({k: (s.count, s.total, s.total_sq) for k, s in stats.items()}, path)
+    return stats
+
+
+def out_column_weights(model) -> torch.Tensor:
+    """``[layers, hidden, neurons]`` output-projection weights (what each neuron writes)."""
+    lay = layout(model)
+    return torch.stack([p.weight.detach().float() for p in lay.out_projs])
+
+
+def score_matrix(name: str, stats, weights, direction_layer: int | None = None) -> torch.Tensor:
+    pos, neg = stats["neurons_pos"], stats["neurons_neg"]
+    if name in ("mean_diff", "standardized"):
+        return neuron_scores(pos, neg, name).float()
+    diff = (pos.mean - neg.mean).float()
+    if name == "write_norm":  # difference times the size of what the neuron writes
+        return diff * weights.norm(dim=1)
+    resid = (stats["residual_pos"].mean - stats["residual_neg"].mean).float()  # [layers, hidden]
+    if name == "projection":  # difference times the write's component along that layer's refusal direction
+        r = resid / resid.norm(dim=1, keepdim=True)
+        if direction_layer is not None:
+            r = r[direction_layer].expand_as(r)
+        along = torch.einsum("lhn,lh->ln", weights, r)
+        return diff * along
+    raise ValueError(name)
+
+
+class Evaluator:
+    def __init__(self, model, tokenizer, tokens: int = 24, n_harmless_gen: int = 32, n_kl: int = 64):
+        self.model, self.tokenizer, self.tokens = model, tokenizer, tokens
+        self.harmful = load_prompts("harmful_val")
+        self.harmless_gen = load_prompts("harmless_val", limit=n_harmless_gen)
+        self.harmless_kl = load_prompts("harmless_val", limit=n_kl)
+        self.reference = first_token_logprobs(model, tokenizer, self.harmless_kl)
+
+    def __call__(self, steering) -> dict:
+        start = time.time()
+        with steering:
+            harmful = generate(self.model, self.tokenizer, self.harmful, max_new_tokens=self.tokens, batch_size=40)
+            harmless = generate(self.model, self.tokenizer, self.harmless_gen, max_new_tokens=self.tokens, batch_size=32)
+            logprobs = first_token_logprobs(self.model, self.tokenizer, self.harmless_kl)
+        return {
+            "refusal_val": round(refusal_rate(harmful), 3),
+            "harmless_refusal": round(refusal_rate(harmless), 3),
+            "kl": round(kl_divergence(self.reference, logprobs), 4),
+            "quality": round(mean_ngram_quality(harmful + harmless), 3),
+            "degenerate": round(degenerate_rate(harmful + harmless), 3),
+            "seconds": round(time.time() - start, 1),
+            "sample": harmful[:3],
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("runs/search"))
+    parser.add_argument("--grid", default="basic")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = neurosteer.load_model("qwen2.5-0.5b")
+    lay = layout(model)
+    stats = cached_stats(model, tokenizer, args.out)
+    weights = out_column_weights(model)
+    evaluate = Evaluator(model, tokenizer)
+    results_path = args.out / "results.csv"
+    done = set()
+    if results_path.exists():
+        with results_path.open() as handle:
+            done = {row["config"] for row in csv.DictReader(handle)}
+    grids = {
+        "basic": [
+            (score, frac, skip, factor, None)
+            for score in ("mean_diff", "standardized", "write_norm", "projection")
+            for frac in (0.001, 0.005, 0.02)
+            for skip in (2,)
+            for factor in (0.0,)
+        ],
+    }
+    from contextlib import nullcontext
+
+    fields = ["config", "score", "fraction", "skip", "factor", "direction_layer", "k",
+              "refusal_val", "harmless_refusal", "kl", "quality", "degenerate", "seconds", "sample"]
+    new = not results_path.exists()
+    with results_path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        if new:
+            writer.writeheader()
+            row = {"config": "unsteered", **evaluate(nullcontext())}
+            row["sample"] = json.dumps(row["sample"])
+            writer.writerow(row)
+            handle.flush()
+            print(row)
+        for score, frac, skip, factor, dlayer in grids[args.grid]:
+            name = f"{score}|{frac}|{skip}|{factor}|{dlayer}"
+            if name in done:
+                continue
+            k = count_to_keep(lay.n_neurons, frac, None)
+            matrix = score_matrix(score, stats, weights, dlayer)
+            neurons = select_neurons(model, stats["neurons_pos"], stats["neurons_neg"], matrix, k, skip_layers=skip)
+            result = evaluate(neurosteer.steer(model, neurons, factor=factor))
+            row = {"config": name, "score": score, "fraction": frac, "skip": skip, "factor": factor,
+                   "direction_layer": dlayer, "k": k, **result}
+            row["sample"] = json.dumps(row["sample"])
+            writer.writerow(row)
+            handle.flush()
+            print({k: v for k, v in row.items() if k != "sample"}, flush=True)
+
+
+if __name__ == "__main__":
+    main()
