@@ -19,12 +19,13 @@ import torch
 import neurosteer
 from neurosteer.activations import last_token_stats
 from neurosteer.architectures import layout
-from neurosteer.discovery import count_to_keep, neuron_scores, select_neurons
+from neurosteer.discovery import count_to_keep, select_neurons
 from neurosteer.generation import generate
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
 from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.prompts import load_prompts
+from neurosteer.scores import ScoreInputs, neuron_scores
 from neurosteer.stats import RunningStats
 
 N_TRAIN = 128
@@ -42,10 +43,10 @@ def cached_stats(model, tokenizer, out: Path) -> dict[str, RunningStats]:
         return stats
     pos = load_prompts("harmful_train", limit=N_TRAIN)
     neg = load_prompts("harmless_train", limit=N_TRAIN)
-    stats = {}
-    for site in ("neurons", "residual"):
-        stats[f"{site}_pos"] = last_token_stats(model, tokenizer, pos, site=site, progress=True)
-        stats[f"{site}_neg"] = last_token_stats(model, tokenizer, neg, site=site, progress=True)
+    sites = ("neurons", "residual")
+    pos_stats = last_token_stats(model, tokenizer, pos, sites=sites, progress=True)
+    neg_stats = last_token_stats(model, tokenizer, neg, sites=sites, progress=True)
+    stats = {f"{site}_{side}": s[site] for side, s in (("pos", pos_stats), ("neg", neg_stats)) for site in sites}
     torch.save({k: (s.count, s.total, s.total_sq) for k, s in stats.items()}, path)
     return stats
 
@@ -56,10 +57,11 @@ def out_column_weights(model) -> torch.Tensor:
     return torch.stack([p.weight.detach().float() for p in lay.out_projs])
 
 
-def score_matrix(name: str, stats, weights, direction_layer: int | None = None) -> torch.Tensor:
+def score_matrix(name: str, stats, weights, direction_layer: int | None = None, lay=None) -> torch.Tensor:
     pos, neg = stats["neurons_pos"], stats["neurons_neg"]
-    if name in ("mean_diff", "standardized"):
-        return neuron_scores(pos, neg, name).float()
+    if name in ("mean_diff", "standardized", "selective"):
+        inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
+        return neuron_scores(name, inputs, lay).float()
     diff = (pos.mean - neg.mean).float()
     if name == "write_norm":  # difference times the size of what the neuron writes
         return diff * weights.norm(dim=1)
@@ -70,6 +72,13 @@ def score_matrix(name: str, stats, weights, direction_layer: int | None = None) 
             r = r[direction_layer].expand_as(r)
         along = torch.einsum("lhn,lh->ln", weights, r)
         return diff * along
+    if name == "ratio":  # refusal-direction removed on harmful prompts per unit of change on harmless ones
+        r = resid / resid.norm(dim=1, keepdim=True)
+        if direction_layer is not None:
+            r = r[direction_layer].expand_as(r)
+        benefit = pos.mean.float() * torch.einsum("lhn,lh->ln", weights, r)
+        cost = neg.mean_square.float() * weights.norm(dim=1).square()
+        return benefit.clamp(min=0) / (cost + 1e-2).sqrt()
     raise ValueError(name)
 
 
@@ -85,7 +94,9 @@ class Evaluator:
         start = time.time()
         with steering:
             harmful = generate(self.model, self.tokenizer, self.harmful, max_new_tokens=self.tokens, batch_size=40)
-            harmless = generate(self.model, self.tokenizer, self.harmless_gen, max_new_tokens=self.tokens, batch_size=32)
+            harmless = generate(
+                self.model, self.tokenizer, self.harmless_gen, max_new_tokens=self.tokens, batch_size=32
+            )
             logprobs = first_token_logprobs(self.model, self.tokenizer, self.harmless_kl)
         return {
             "refusal_val": round(refusal_rate(harmful), 3),
@@ -122,11 +133,29 @@ def main() -> None:
             for skip in (2,)
             for factor in (0.0,)
         ],
+        "ratio": [("ratio", frac, 2, 0.0, dlayer) for dlayer in (None, 14) for frac in (0.005, 0.01, 0.02, 0.04)],
+        "ratio_small": [("ratio", frac, 2, 0.0, None) for frac in (0.0005, 0.001, 0.002, 0.003)]
+        + [("ratio", frac, 2, 0.5, None) for frac in (0.005, 0.01)],
+        "selective": [("selective", frac, skip, 0.0, None) for skip in (2, 0) for frac in (0.0008, 0.001, 0.0015)],
     }
     from contextlib import nullcontext
 
-    fields = ["config", "score", "fraction", "skip", "factor", "direction_layer", "k",
-              "refusal_val", "harmless_refusal", "kl", "quality", "degenerate", "seconds", "sample"]
+    fields = [
+        "config",
+        "score",
+        "fraction",
+        "skip",
+        "factor",
+        "direction_layer",
+        "k",
+        "refusal_val",
+        "harmless_refusal",
+        "kl",
+        "quality",
+        "degenerate",
+        "seconds",
+        "sample",
+    ]
     new = not results_path.exists()
     with results_path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -142,11 +171,19 @@ def main() -> None:
             if name in done:
                 continue
             k = count_to_keep(lay.n_neurons, frac, None)
-            matrix = score_matrix(score, stats, weights, dlayer)
+            matrix = score_matrix(score, stats, weights, dlayer, lay)
             neurons = select_neurons(model, stats["neurons_pos"], stats["neurons_neg"], matrix, k, skip_layers=skip)
             result = evaluate(neurosteer.steer(model, neurons, factor=factor))
-            row = {"config": name, "score": score, "fraction": frac, "skip": skip, "factor": factor,
-                   "direction_layer": dlayer, "k": k, **result}
+            row = {
+                "config": name,
+                "score": score,
+                "fraction": frac,
+                "skip": skip,
+                "factor": factor,
+                "direction_layer": dlayer,
+                "k": k,
+                **result,
+            }
             row["sample"] = json.dumps(row["sample"])
             writer.writerow(row)
             handle.flush()

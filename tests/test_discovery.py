@@ -148,10 +148,12 @@ def test_shared_prefix_is_run_once_and_changes_nothing(tokenizer):
 
     assert shared_prefix_length(tokenize_prompts(tokenizer, POSITIVE)) >= MIN_PREFIX
     model = tiny_model("gemma3_text")
-    shared = last_token_stats(model, tokenizer, POSITIVE, batch_size=2)
-    plain = last_token_stats(model, tokenizer, POSITIVE, batch_size=2, share_prefix=False)
-    torch.testing.assert_close(shared.mean, plain.mean, atol=1e-5, rtol=0)
-    torch.testing.assert_close(shared.var, plain.var, atol=1e-5, rtol=0)
+    sites = ("neurons", "residual")
+    shared = last_token_stats(model, tokenizer, POSITIVE, sites=sites, batch_size=2)
+    plain = last_token_stats(model, tokenizer, POSITIVE, sites=sites, batch_size=2, share_prefix=False)
+    for site in sites:
+        torch.testing.assert_close(shared[site].mean, plain[site].mean, atol=1e-5, rtol=0)
+        torch.testing.assert_close(shared[site].var, plain[site].var, atol=1e-5, rtol=0)
 
 
 def test_shared_prefix_length():
@@ -161,3 +163,51 @@ def test_shared_prefix_length():
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps one token of its own
     assert shared_prefix_length([[7, 1], [8, 1]]) == 0
     assert shared_prefix_length([]) == 0
+
+
+def naive_residual_last_token(model, tokenizer, prompts):
+    """``[P, L, hidden]`` residual stream after each decoder layer at the last token, one prompt at a time."""
+    blocks = next(m for name, m in model.named_modules() if name.endswith(("layers", ".h")) and len(m) == LAYERS)
+    rows = []
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        kept: list[torch.Tensor] = []
+        handles = [
+            b.register_forward_hook(lambda m, a, out, kept=kept: kept.append(out[0] if isinstance(out, tuple) else out))
+            for b in blocks
+        ]
+        try:
+            with torch.no_grad():
+                model(input_ids=ids)
+        finally:
+            for h in handles:
+                h.remove()
+        rows.append(np.stack([k[0, -1].double().numpy() for k in kept]))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_selective_score_matches_reference(family, tokenizer):
+    model = tiny_model(family)
+    found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=10, score="selective")
+    pos, neg = (naive_last_token_activations(model, tokenizer, p) for p in (POSITIVE, NEGATIVE))
+    rpos, rneg = (naive_residual_last_token(model, tokenizer, p) for p in (POSITIVE, NEGATIVE))
+    direction = rpos.mean(0) - rneg.mean(0)
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    projs = [m for n, m in model.named_modules() if n.endswith(("mlp.down_proj", "mlp.c_proj"))]
+    # What each neuron writes: rows of GPT-2's Conv1D weight, columns of a Linear weight.
+    writes = np.stack([(p.weight.T if family == "gpt2" else p.weight).detach().double().numpy() for p in projs])
+    benefit = pos.mean(0) * np.einsum("lh,lhn->ln", direction, writes)
+    cost = (neg**2).mean(0) * (writes**2).sum(1)
+    score = np.maximum(benefit, 0) / np.sqrt(cost + np.quantile(cost, 0.75))
+    expected = set(zip(*np.unravel_index(np.argsort(-score, axis=None, kind="stable")[:10], score.shape), strict=True))
+    assert set(zip(found.layers.tolist(), found.indices.tolist(), strict=True)) == {
+        (int(a), int(b)) for a, b in expected
+    }
+    np.testing.assert_allclose(
+        found.scores.double().numpy(), score[found.layers.numpy(), found.indices.numpy()], rtol=1e-3
+    )
+    assert torch.all(found.scores > 0)

@@ -72,7 +72,7 @@ def last_token_stats(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     *,
-    site: Site = "neurons",
+    sites: Sequence[Site] = ("neurons",),
     batch_size: int = 16,
     chat_template: bool = True,
     padding_side: str = "left",
@@ -80,16 +80,17 @@ def last_token_stats(
     description: str = "reading activations",
     progress: bool = False,
     share_prefix: bool = True,
-) -> RunningStats:
-    """Running per-layer statistics of last-token activations over ``prompts``.
+) -> dict[Site, RunningStats]:
+    """Running per-layer statistics of last-token activations over ``prompts``, per site.
 
-    ``site="neurons"`` reads the MLP neuron activations (``[layers, neurons]``);
-    ``site="residual"`` reads the residual stream after each decoder layer (``[layers, hidden]``).
+    Site ``"neurons"`` holds the MLP neuron activations (``[layers, neurons]``); ``"residual"``
+    the residual stream after each decoder layer (``[layers, hidden]``). All sites are read in
+    the same forward passes.
     ``share_prefix`` runs the prompts' common leading tokens once (see :mod:`neurosteer.prefix`).
     """
     lay = lay or layout(model)
-    width = lay.neurons_per_layer if site == "neurons" else lay.hidden_size
-    stats = RunningStats(lay.n_layers, width)
+    widths = {"neurons": lay.neurons_per_layer, "residual": lay.hidden_size}
+    stats = {site: RunningStats(lay.n_layers, widths[site]) for site in sites}
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template)
     device = input_device(model)
     prefix = None
@@ -98,22 +99,23 @@ def last_token_stats(
         ids = [seq[length:] for seq in ids]
     current: dict[str, torch.Tensor] = {}
 
-    def take_last(layer: int, values: torch.Tensor) -> None:
+    def take_last(site: Site, layer: int, values: torch.Tensor) -> None:
         last = current["last"].to(values.device)
         # Some families (OPT) flatten batch and time inside a layer; restore them.
         values = values.reshape(last.shape[0], -1, values.shape[-1])
-        stats.add(layer, values[torch.arange(values.shape[0], device=values.device), last])
+        stats[site].add(layer, values[torch.arange(values.shape[0], device=values.device), last])
 
     def neuron_reader(layer: int):
-        return lambda _module, args: take_last(layer, args[0])
+        return lambda _module, args: take_last("neurons", layer, args[0])
 
     def residual_reader(layer: int):
-        return lambda _module, _args, output: take_last(layer, first_tensor(output))
+        return lambda _module, _args, output: take_last("residual", layer, first_tensor(output))
 
-    if site == "neurons":
-        hooks = {"pre": [(proj, neuron_reader(i)) for i, proj in enumerate(lay.out_projs)]}
-    else:
-        hooks = {"post": [(block, residual_reader(i)) for i, block in enumerate(lay.layers)]}
+    hooks: dict[str, list] = {"pre": [], "post": []}
+    if "neurons" in stats:
+        hooks["pre"] = [(proj, neuron_reader(i)) for i, proj in enumerate(lay.out_projs)]
+    if "residual" in stats:
+        hooks["post"] = [(block, residual_reader(i)) for i, block in enumerate(lay.layers)]
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side=padding_side)
     n_batches = -(-len(ids) // batch_size)
     with installed_hooks(**hooks), torch.inference_mode():
@@ -121,5 +123,6 @@ def last_token_stats(
             batch = batch.to(device)
             current["last"] = batch.last_index
             forward_base(model, batch, prefix)
-            stats.add_rows(len(batch.rows))
+            for site_stats in stats.values():
+                site_stats.add_rows(len(batch.rows))
     return stats

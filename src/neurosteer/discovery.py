@@ -16,21 +16,10 @@ from neurosteer.defaults import DISCOVERY
 from neurosteer.errors import SettingsError
 from neurosteer.fingerprint import prompts_fingerprint
 from neurosteer.neuronset import ModelSignature, NeuronSet
-from neurosteer.stats import RunningStats, pooled_std
+from neurosteer.scores import NEEDS_RESIDUAL, ScoreInputs, check_score, neuron_scores
+from neurosteer.stats import RunningStats
 
-ScoreName = Literal["mean_diff", "standardized"]
-SCORES: tuple[str, ...] = ("mean_diff", "standardized")
-_STD_FLOOR = 1e-6
-
-
-def neuron_scores(positive: RunningStats, negative: RunningStats, score: str) -> torch.Tensor:
-    """``[layers, neurons]`` scores: the mean difference, or it over the pooled std."""
-    diff = positive.mean - negative.mean
-    if score == "mean_diff":
-        return diff
-    if score == "standardized":
-        return diff / pooled_std(positive, negative).clamp(min=_STD_FLOOR)
-    raise SettingsError(f"unknown score '{score}'; choose one of {', '.join(SCORES)}")
+ScoreName = Literal["mean_diff", "standardized", "selective"]
 
 
 def count_to_keep(total: int, fraction: float | None, top_k: int | None) -> int:
@@ -107,8 +96,9 @@ def find_neurons(
         fraction: share of all MLP neurons to keep; ``top_k`` keeps a fixed number instead.
             Without either, the documented default (:data:`neurosteer.defaults.DISCOVERY`).
         skip_layers: leave the first layers out of the selection.
-        score: ``"mean_diff"`` (behaviour minus opposite) or ``"standardized"`` (over the
-            pooled standard deviation).
+        score: ``"mean_diff"`` (behaviour minus opposite), ``"standardized"`` (over the pooled
+            standard deviation) or ``"selective"`` (behaviour removed per unit of damage); see
+            :mod:`neurosteer.scores`.
         drop_universal: quantile above which neurons with large activations on every prompt
             are left out (``None`` keeps them).
 
@@ -119,8 +109,7 @@ def find_neurons(
         raise SettingsError("find_neurons needs at least one positive and one negative prompt")
     score = score or DISCOVERY.score
     skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
-    if score not in SCORES:
-        raise SettingsError(f"unknown score '{score}'; choose one of {', '.join(SCORES)}")
+    check_score(score)
     lay = layout(model)
     k = count_to_keep(lay.n_neurons, fraction, top_k)
     check_filters(lay.n_layers, skip_layers, drop_universal)
@@ -131,8 +120,10 @@ def find_neurons(
         lay=lay,
         progress=progress,
     )
-    pos = last_token_stats(model, tokenizer, positive, description="positive prompts", **common)
-    neg = last_token_stats(model, tokenizer, negative, description="negative prompts", **common)
+    sites = ("neurons", "residual") if score in NEEDS_RESIDUAL else ("neurons",)
+    pos = last_token_stats(model, tokenizer, positive, sites=sites, description="positive prompts", **common)
+    neg = last_token_stats(model, tokenizer, negative, sites=sites, description="negative prompts", **common)
+    inputs = ScoreInputs(pos["neurons"], neg["neurons"], pos.get("residual"), neg.get("residual"))
     method = {
         "name": "contrastive_neuron_attribution",
         "score": score,
@@ -151,9 +142,9 @@ def find_neurons(
     }
     return select_neurons(
         model,
-        pos,
-        neg,
-        neuron_scores(pos, neg, score),
+        inputs.neurons_positive,
+        inputs.neurons_negative,
+        neuron_scores(score, inputs, lay),
         k,
         skip_layers=skip_layers,
         drop_universal=drop_universal,

@@ -21,12 +21,18 @@ PostHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 def installed_hooks(
     pre: Sequence[tuple[nn.Module, PreHook]] = (),
     post: Sequence[tuple[nn.Module, PostHook]] = (),
+    pre_with_kwargs: Sequence[tuple[nn.Module, Callable[..., Any]]] = (),
 ) -> Iterator[None]:
-    """Register forward pre-hooks and hooks for the duration of the block."""
+    """Register forward pre-hooks and hooks for the duration of the block.
+
+    ``pre_with_kwargs`` hooks also receive (and may replace) the module's keyword arguments.
+    """
     handles = []
     try:
         for module, fn in pre:
             handles.append(module.register_forward_pre_hook(fn))
+        for module, fn in pre_with_kwargs:
+            handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
         for module, fn in post:
             handles.append(module.register_forward_hook(fn))
         yield

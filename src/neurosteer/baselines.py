@@ -1,0 +1,122 @@
+"""The baselines neuron steering is measured against, built from the same prompt sets.
+
+* CAA (activation addition): the mean difference of the last-token residual stream between the
+  positive and negative prompts at one layer, added times a coefficient after that layer at
+  every position.
+* Directional ablation: the unit mean-difference direction of one layer projected out of the
+  residual stream everywhere: from the input of the first layer and from every attention and
+  MLP output that is added to it, so no layer ever sees a component along it.
+
+Both are hook-based context managers with the same guarantees as :func:`neurosteer.steer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer.activations import last_token_stats
+from neurosteer.architectures import layout
+from neurosteer.errors import SettingsError
+from neurosteer.hooks import DeviceCache, first_tensor, installed_hooks, replace_first
+
+
+@dataclass(frozen=True)
+class ResidualDirections:
+    """Per layer, the mean difference (positive - negative) of the last-token residual stream.
+
+    ``diff`` is ``[layers, hidden]``; ``norm`` the mean residual-stream norm at each layer over
+    both sets, the yardstick for CAA coefficients.
+    """
+
+    diff: torch.Tensor
+    norm: torch.Tensor
+
+    def unit(self, layer: int) -> torch.Tensor:
+        vector = self.diff[layer]
+        return vector / vector.norm().clamp(min=1e-12)
+
+    def check_layer(self, layer: int) -> None:
+        if not 0 <= layer < len(self.diff):
+            raise SettingsError(f"layer must be in [0, {len(self.diff) - 1}], got {layer}")
+
+
+def residual_directions(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    *,
+    batch_size: int = 16,
+    chat_template: bool = True,
+    progress: bool = False,
+) -> ResidualDirections:
+    common = dict(sites=("residual",), batch_size=batch_size, chat_template=chat_template, progress=progress)
+    pos = last_token_stats(model, tokenizer, positive, description="positive prompts", **common)["residual"]
+    neg = last_token_stats(model, tokenizer, negative, description="negative prompts", **common)["residual"]
+    both = (pos.total_sq + neg.total_sq).sum(1) / (pos.count + neg.count)
+    return ResidualDirections(diff=(pos.mean - neg.mean).float(), norm=both.sqrt().float())
+
+
+def _add_hook(vector: torch.Tensor):
+    cache = DeviceCache(vector)
+
+    def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+        hidden = first_tensor(output)
+        return replace_first(output, hidden + cache.like(hidden))
+
+    return hook
+
+
+@contextmanager
+def add_vector(model: nn.Module, directions: ResidualDirections, layer: int, coefficient: float) -> Iterator[nn.Module]:
+    """CAA: add ``coefficient`` x the mean difference of ``layer`` to that layer's output.
+
+    Negative coefficients push away from the positive set's behaviour (e.g. less refusal).
+    """
+    directions.check_layer(layer)
+    lay = layout(model)
+    with installed_hooks(post=[(lay.layers[layer], _add_hook(coefficient * directions.diff[layer]))]):
+        yield model
+
+
+def norm_scaled_coefficient(directions: ResidualDirections, layer: int, strength: float) -> float:
+    """The CAA coefficient that adds a vector of norm ``strength`` x the layer's mean residual norm."""
+    return float(strength * directions.norm[layer] / directions.diff[layer].norm().clamp(min=1e-12))
+
+
+def _projection_hook(direction: torch.Tensor):
+    cache = DeviceCache(direction)
+
+    def project(hidden: torch.Tensor) -> torch.Tensor:
+        unit = cache.like(hidden)
+        return hidden - (hidden @ unit).unsqueeze(-1) * unit
+
+    def post(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+        return replace_first(output, project(first_tensor(output)))
+
+    def pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (project(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": project(kwargs["hidden_states"])}
+
+    return pre, post
+
+
+@contextmanager
+def ablate_direction(model: nn.Module, direction: torch.Tensor) -> Iterator[nn.Module]:
+    """Project ``direction`` out of the residual stream at every layer and every position."""
+    lay = layout(model)
+    if direction.shape != (lay.hidden_size,):
+        raise SettingsError(f"direction must have shape ({lay.hidden_size},), got {tuple(direction.shape)}")
+    unit = (direction / direction.norm().clamp(min=1e-12)).float()
+    pre, post = _projection_hook(unit)
+    writers = lay.attn_writers() + lay.mlp_writers()
+    with installed_hooks(post=[(module, post) for module in writers], pre_with_kwargs=[(lay.layers[0], pre)]):
+        yield model
