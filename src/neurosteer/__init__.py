@@ -4,10 +4,24 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from neurosteer.bake import bake, bake_direction
+from neurosteer.baselines import ablate_direction, add_vector, residual_directions
 from neurosteer.discovery import find_neurons
 from neurosteer.errors import NeurosteerError
 from neurosteer.models import load_model
 from neurosteer.neuronset import NeuronSet
 from neurosteer.steering import steer
 
-__all__ = ["NeuronSet", "NeurosteerError", "__version__", "find_neurons", "load_model", "steer"]
+__all__ = [
+    "NeuronSet",
+    "NeurosteerError",
+    "__version__",
+    "ablate_direction",
+    "add_vector",
+    "bake",
+    "bake_direction",
+    "find_neurons",
+    "load_model",
+    "residual_directions",
+    "steer",
+]

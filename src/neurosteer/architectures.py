@@ -26,6 +26,10 @@ class Architecture:
             to the residual stream (used by the directional-ablation baseline).
         mlp_write: the same for the MLP block.
         conv1d: the output projection is a GPT-2 ``Conv1D`` (weight stored as ``[in, out]``).
+        attn_out_proj: path from a layer to the linear map that writes the attention output into
+            the residual stream, for baking directional ablation into weights; ``None`` where a
+            norm follows it (Gemma 2/3), which makes that bake inexact.
+        position_embeddings: path from the base model to learned absolute position embeddings.
     """
 
     layers: str
@@ -33,6 +37,8 @@ class Architecture:
     attn_write: str
     mlp_write: str
     conv1d: bool = False
+    attn_out_proj: str | None = "self_attn.o_proj"
+    position_embeddings: str | None = None
 
 
 _GATED = Architecture(layers="layers", out_proj="mlp.down_proj", attn_write="self_attn", mlp_write="mlp")
@@ -42,6 +48,7 @@ _GEMMA_POSTNORM = Architecture(
     out_proj="mlp.down_proj",
     attn_write="post_attention_layernorm",
     mlp_write="post_feedforward_layernorm",
+    attn_out_proj=None,
 )
 
 REGISTRY: dict[str, Architecture] = {
@@ -53,9 +60,30 @@ REGISTRY: dict[str, Architecture] = {
     "gemma2": _GEMMA_POSTNORM,
     "gemma3_text": _GEMMA_POSTNORM,
     "phi3": _GATED,
-    "gpt2": Architecture(layers="h", out_proj="mlp.c_proj", attn_write="attn", mlp_write="mlp", conv1d=True),
-    "gpt_neox": Architecture(layers="layers", out_proj="mlp.dense_4h_to_h", attn_write="attention", mlp_write="mlp"),
-    "opt": Architecture(layers="decoder.layers", out_proj="fc2", attn_write="self_attn", mlp_write="fc2"),
+    "gpt2": Architecture(
+        layers="h",
+        out_proj="mlp.c_proj",
+        attn_write="attn",
+        mlp_write="mlp",
+        conv1d=True,
+        attn_out_proj="attn.c_proj",
+        position_embeddings="wpe",
+    ),
+    "gpt_neox": Architecture(
+        layers="layers",
+        out_proj="mlp.dense_4h_to_h",
+        attn_write="attention",
+        mlp_write="mlp",
+        attn_out_proj="attention.dense",
+    ),
+    "opt": Architecture(
+        layers="decoder.layers",
+        out_proj="fc2",
+        attn_write="self_attn",
+        mlp_write="fc2",
+        attn_out_proj="self_attn.out_proj",
+        position_embeddings="decoder.embed_positions",
+    ),
 }
 
 

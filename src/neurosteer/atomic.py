@@ -25,9 +25,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, _default_mode(directory=False))
     try:
         yield tmp_path
+        # Writers may recreate the file; give it the mode a plain open() would have.
+        os.chmod(tmp_path, _default_mode(directory=False))
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -91,12 +91,12 @@ def norm_scaled_coefficient(directions: ResidualDirections, layer: int, strength
     return float(strength * directions.norm[layer] / directions.diff[layer].norm().clamp(min=1e-12))
 
 
-def _projection_hook(direction: torch.Tensor):
+def _projection_hook(direction: torch.Tensor, strength: float):
     cache = DeviceCache(direction)
 
     def project(hidden: torch.Tensor) -> torch.Tensor:
         unit = cache.like(hidden)
-        return hidden - (hidden @ unit).unsqueeze(-1) * unit
+        return hidden - strength * (hidden @ unit).unsqueeze(-1) * unit
 
     def post(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
         return replace_first(output, project(first_tensor(output)))
@@ -110,13 +110,16 @@ def _projection_hook(direction: torch.Tensor):
 
 
 @contextmanager
-def ablate_direction(model: nn.Module, direction: torch.Tensor) -> Iterator[nn.Module]:
-    """Project ``direction`` out of the residual stream at every layer and every position."""
+def ablate_direction(model: nn.Module, direction: torch.Tensor, strength: float = 1.0) -> Iterator[nn.Module]:
+    """Project ``direction`` out of the residual stream at every layer and every position.
+
+    ``strength`` scales the removed component: 1 removes it, 0 changes nothing, 2 reflects it.
+    """
     lay = layout(model)
     if direction.shape != (lay.hidden_size,):
         raise SettingsError(f"direction must have shape ({lay.hidden_size},), got {tuple(direction.shape)}")
     unit = (direction / direction.norm().clamp(min=1e-12)).float()
-    pre, post = _projection_hook(unit)
+    pre, post = _projection_hook(unit, strength)
     writers = lay.attn_writers() + lay.mlp_writers()
     with installed_hooks(post=[(module, post) for module in writers], pre_with_kwargs=[(lay.layers[0], pre)]):
         yield model

@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DiscoveryDefaults:
+    """Chosen on the default model's validation split (see docs/refusal-defaults.md).
+
+    The selective score at 0.1 % cut validation refusal from 54 % to 21 % at a first-token KL
+    of 0.13; the published mean-difference score at 0.1 % left refusal unchanged (59 %) at KL 0.62.
+    """
+
     fraction: float = 0.001
-    score: str = "mean_diff"
+    score: str = "selective"
     skip_layers: int = 0
 
 

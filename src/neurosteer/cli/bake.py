@@ -1,0 +1,90 @@
+"""``neurosteer bake``: write a standard checkpoint with the steering built into its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurosteer.cli.common import (
+    ConfigOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    ModelOpt,
+    app,
+    friendly_errors,
+    load_for,
+    settings_from,
+)
+from neurosteer.console import console
+from neurosteer.errors import SettingsError
+
+
+@app.command(name="bake")
+@friendly_errors
+def bake_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the checkpoint to.")],
+    neurons: Annotated[Path | None, typer.Option(help="Neuron set to bake (scaled by --factor).")] = None,
+    factor: Annotated[float, typer.Option(help="Neuron factor: 0 ablates, >1 amplifies, <0 flips.")] = 0.0,
+    direction_from: Annotated[
+        str | None,
+        typer.Option(
+            "--ablate-direction",
+            help="Bake directional ablation instead: 'harmful_train,harmless_train' (positive,negative sets).",
+        ),
+    ] = None,
+    direction_layer: Annotated[
+        int | None, typer.Option(help="Layer of the ablated direction (default 60 % depth).")
+    ] = None,
+    n_train: Annotated[int, typer.Option(help="Training prompts per side for --ablate-direction.")] = 128,
+    dtype: Annotated[str, typer.Option(help="dtype of the written weights: float32, bfloat16 or float16.")] = "float32",
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    device_map: DeviceMapOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Bake a neuron set (or directional ablation) into a Hugging Face checkpoint any engine can load."""
+    from neurosteer.bake import bake, bake_direction, bake_record
+    from neurosteer.checkpoint import parse_dtype, save_checkpoint
+    from neurosteer.neuronset import NeuronSet
+
+    if (neurons is None) == (direction_from is None):
+        raise SettingsError("give exactly one of --neurons or --ablate-direction")
+    written_dtype = parse_dtype(dtype)
+    if out.exists() and not force:
+        raise SettingsError(f"{out} already exists; choose another directory or pass --force")
+    settings = settings_from(config, model=model, device=device, device_map=device_map)
+    selected = NeuronSet.load(neurons) if neurons else None
+    lm, tokenizer = load_for(settings)
+    if selected is not None:
+        bake(lm, selected, factor)
+        record = bake_record(selected, factor, source=settings.model, dtype=dtype)
+    else:
+        from neurosteer.baselines import residual_directions
+        from neurosteer.methods import default_layer
+        from neurosteer.prompts import load_prompts
+
+        positive, _, negative = (direction_from or "").partition(",")
+        if not negative:
+            raise SettingsError("--ablate-direction takes 'positive,negative', e.g. harmful_train,harmless_train")
+        directions = residual_directions(
+            lm, tokenizer, load_prompts(positive, limit=n_train), load_prompts(negative, limit=n_train)
+        )
+        layer = default_layer(len(directions.diff)) if direction_layer is None else direction_layer
+        directions.check_layer(layer)
+        bake_direction(lm, directions.diff[layer])
+        record = bake_record(
+            None,
+            None,
+            source=settings.model,
+            dtype=dtype,
+            method="directional_ablation",
+            direction_layer=layer,
+            prompts=[positive, negative],
+            n_train=n_train,
+        )
+    with console.status(f"writing {out}"):
+        save_checkpoint(lm, tokenizer, out, dtype=written_dtype, record=record, overwrite=force)
+    console.print(f"baked checkpoint written to {out}; load it with AutoModelForCausalLM.from_pretrained('{out}')")

@@ -1,0 +1,173 @@
+"""Tables, plots and a self-contained HTML report of a sweep."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from neurosteer.atomic import atomic_path
+
+PLOTS = (
+    ("refusal_harmful", "refusal on held-out harmful prompts", "refusal_vs_strength.png"),
+    ("quality", "quality (1 - repeated 4-gram share)", "quality_vs_strength.png"),
+    ("kl", "first-token KL on harmless prompts", "kl_vs_strength.png"),
+    ("mmlu", "MMLU accuracy", "mmlu_vs_strength.png"),
+)
+STRENGTH_MEANING = {
+    "cna": "neurons scaled by 1 - strength (1 = ablated)",
+    "ablation": "strength x the direction's component removed (1 = directional ablation)",
+    "caa": "strength x the mean difference subtracted at one layer",
+}
+
+
+def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with atomic_path(out / "results.csv") as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _series(rows: list[dict[str, Any]], method: str, metric: str) -> tuple[list[float], list[float]]:
+    """A method's (strength, value) points, with the unsteered cell as strength 0."""
+    points = [(r["strength"], r[metric]) for r in rows if r["method"] in (method, "none") and metric in r]
+    points.sort()
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_png(rows: list[dict[str, Any]], metric: str, title: str) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
+    if not any(metric in r for r in rows):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
+    for method in methods:
+        xs, ys = _series(rows, method, metric)
+        ax.plot(xs, ys, marker="o", label=method)
+    ax.set_xlabel("strength (0 = unsteered)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if methods:
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def tradeoff_png(rows: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
+    for method in methods:
+        points = sorted((r["strength"], r["kl"], r["refusal_harmful"]) for r in rows if r["method"] in (method, "none"))
+        ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=method)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("first-token KL on harmless prompts")
+    ax.set_ylabel("refusal on harmful prompts")
+    ax.set_title("trade-off: refusal removed vs damage")
+    ax.grid(alpha=0.3)
+    if methods:
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _samples(out: Path, rows: list[dict[str, Any]], per_cell: int = 2) -> str:
+    parts = []
+    for row in rows:
+        path = out / "answers" / f"{row['method']}@{row['strength']:g}.json"
+        if not path.exists():
+            continue
+        answers = json.loads(path.read_text())
+        first_set = next(iter(answers))
+        items = "".join(
+            f"<tr><td>{html.escape(a['prompt'])}</td><td><pre>{html.escape(a['answer'])}</pre></td></tr>"
+            for a in answers[first_set][:per_cell]
+        )
+        parts.append(
+            f"<h3>{html.escape(row['method'])} at strength {row['strength']:g} ({html.escape(first_set)})</h3>"
+            f"<table class='answers'><tr><th>prompt</th><th>answer</th></tr>{items}</table>"
+        )
+    return "".join(parts)
+
+
+def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
+    """results.csv/json, one PNG per plot, and report.html with everything inlined."""
+    if not rows:
+        return
+    write_tables(out, rows)
+    images = []
+    for metric, title, name in PLOTS:
+        png = plot_png(rows, metric, title)
+        if png is None:
+            continue
+        with atomic_path(out / name) as tmp:
+            tmp.write_bytes(png)
+        images.append((title, png))
+    if all("kl" in r and "refusal_harmful" in r for r in rows):
+        png = tradeoff_png(rows)
+        with atomic_path(out / "refusal_vs_kl.png") as tmp:
+            tmp.write_bytes(png)
+        images.insert(0, ("trade-off", png))
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    table = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    table += "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    figures = "".join(
+        f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{base64.b64encode(p).decode()}'>"
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, p in images
+    )
+    meaning = "".join(f"<li><b>{m}</b>: {html.escape(t)}</li>" for m, t in STRENGTH_MEANING.items())
+    settings = html.escape(json.dumps(config.model_dump(), indent=2))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>neurosteer sweep: {html.escape(config.model)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1300px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; vertical-align: top; }}
+table.answers td {{ text-align: left; max-width: 600px; }}
+pre {{ white-space: pre-wrap; margin: 0; font-size: 0.8rem; }}
+figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 620px; }}
+</style></head><body>
+<h1>Steering sweep on {html.escape(config.model)}</h1>
+<p>Strength 0 is the unsteered model. Refusal is judged by refusal markers on held-out prompts;
+KL is measured at the first answer token on harmless prompts against the unsteered model.</p>
+<ul>{meaning}</ul>
+<h2>Plots</h2>{figures}
+<h2>Results</h2><table>{table}</table>
+<h2>Sample answers</h2>{_samples(out, rows)}
+<h2>Settings</h2><pre>{settings}</pre>
+</body></html>
+"""
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(page)

@@ -1,0 +1,183 @@
+"""Every method at every strength on the same prompts, resumable cell by cell.
+
+Finished cells are appended to ``cells.jsonl`` as they complete; a rerun with the same settings
+skips them. At the end (and after every cell) the tables, plots and report are rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer import __version__
+from neurosteer.atomic import atomic_path
+from neurosteer.console import console
+from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.fingerprint import short_hash
+from neurosteer.methods import METHODS, build_steerers, check_methods
+from neurosteer.metrics.judge import RefusalJudge
+from neurosteer.neuronset import NeuronSet
+from neurosteer.prompts import load_prompts
+
+DEFAULT_STRENGTHS: dict[str, list[float]] = {
+    "cna": [-1.0, 0.5, 1.0, 1.5, 2.0],
+    "ablation": [0.5, 1.0, 1.5, 2.0],
+    "caa": [0.5, 1.0, 2.0, 3.0, 4.0],
+}
+
+
+class SweepConfig(BaseModel):
+    model: str = Field(description="Model the sweep ran on.")
+    methods: list[str] = Field(list(METHODS), description="Methods to compare.")
+    strengths: dict[str, list[float]] = Field(DEFAULT_STRENGTHS, description="Strengths per method.")
+    positive: str = Field("harmful_train", description="Prompts showing the behaviour.")
+    negative: str = Field("harmless_train", description="Prompts without it.")
+    n_train: int = Field(128, ge=2, description="Training prompts per side.")
+    direction_layer: int | None = Field(None, description="Layer of the ablation direction (None: 60 % depth).")
+    caa_layer: int | None = Field(None, description="Layer CAA adds at (None: the direction layer).")
+    neurons: str | None = Field(None, description="A saved neuron set to use instead of discovering one.")
+    judge: str | None = Field(None, description="Model judging refusals as a second opinion.")
+    plan: EvalPlan = Field(default_factory=EvalPlan)
+
+    def cells(self) -> list[tuple[str, float]]:
+        """``("none", 0)`` first, then each method's non-zero strengths in order."""
+        cells = [("none", 0.0)]
+        for method in self.methods:
+            cells += [(method, float(s)) for s in self.strengths.get(method, DEFAULT_STRENGTHS[method]) if s != 0]
+        return cells
+
+    def fingerprint(self) -> str:
+        return short_hash(self.model_dump_json().encode())
+
+
+def cell_key(method: str, strength: float) -> str:
+    return f"{method}@{strength:g}"
+
+
+def read_cells(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished cells; a line cut short by an interrupted run is ignored (and redone)."""
+    cells: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            cells[cell_key(row["method"], row["strength"])] = row
+    return cells
+
+
+def prepare_out_dir(out: Path, config: SweepConfig, *, force: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "sweep.json"
+    if record.exists() and not force:
+        previous = json.loads(record.read_text())
+        if previous.get("fingerprint") != config.fingerprint():
+            raise NeurosteerError(
+                f"{out} holds a sweep with other settings; resume it with the same options, "
+                "choose another --out, or pass --force to start over"
+            )
+    if force:
+        (out / "cells.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(out / "answers", ignore_errors=True)
+    with atomic_path(record) as tmp:
+        tmp.write_text(
+            json.dumps(
+                {"fingerprint": config.fingerprint(), "version": __version__, "config": config.model_dump()}, indent=2
+            )
+        )
+
+
+def run_sweep(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SweepConfig,
+    out: Path,
+    *,
+    judge: RefusalJudge | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    from neurosteer.report import write_report
+
+    check_methods(config.methods)
+    for method, values in config.strengths.items():
+        if method not in METHODS:
+            raise SettingsError(f"strengths given for unknown method '{method}'")
+        if not values:
+            raise SettingsError(f"no strengths given for '{method}'")
+    if config.plan.mmlu:
+        console.print(
+            f"[yellow]MMLU is on: {config.plan.mmlu_questions()} questions per cell x {len(config.cells())} cells "
+            "(about 1.5 s per question for the 0.5B model on 2 CPU cores)[/yellow]"
+        )
+    prepare_out_dir(out, config, force=force)
+    cells_path = out / "cells.jsonl"
+    done = read_cells(cells_path)
+    todo = [cell for cell in config.cells() if cell_key(*cell) not in done]
+    if todo:
+        positive = load_prompts(config.positive, limit=config.n_train)
+        negative = load_prompts(config.negative, limit=config.n_train)
+        neurons = NeuronSet.load(config.neurons) if config.neurons else None
+        steerers = build_steerers(
+            model,
+            tokenizer,
+            positive,
+            negative,
+            neurons=neurons,
+            direction_layer=config.direction_layer,
+            caa_layer=config.caa_layer,
+            batch_size=config.plan.batch_size,
+            progress=progress,
+        )
+        steerers.neurons.save(out / "neurons.safetensors")
+        evaluator = Evaluator(model, tokenizer, config.plan, judge=judge, progress=progress)
+        for index, (method, strength) in enumerate(todo, 1):
+            console.print(f"[bold]cell {index}/{len(todo)}[/bold]: {method} at strength {strength:g}")
+            result = evaluator.run(steerers.apply(model, method, strength), label=cell_key(method, strength))
+            row = {"method": method, "strength": strength, **result.metrics}
+            if method == "cna":
+                row["neurons"] = len(steerers.neurons)
+            answers = {
+                name: [{"prompt": p, "answer": a} for p, a in zip(evaluator.sets[name], got, strict=True)]
+                for name, got in result.answers.items()
+            }
+            (out / "answers").mkdir(exist_ok=True)
+            with atomic_path(out / "answers" / f"{cell_key(method, strength)}.json") as tmp:
+                tmp.write_text(json.dumps(answers, indent=1))
+            with cells_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            done[cell_key(method, strength)] = row
+            write_report(out, config, ordered(done, config))
+    rows = ordered(done, config)
+    write_report(out, config, rows)
+    return rows
+
+
+def ordered(done: dict[str, dict[str, Any]], config: SweepConfig) -> list[dict[str, Any]]:
+    return [done[cell_key(*cell)] for cell in config.cells() if cell_key(*cell) in done]
+
+
+def parse_strengths(text: str | None, methods: Sequence[str]) -> dict[str, list[float]]:
+    """``"cna=0.5,1,2;caa=1,2"`` (per method) or ``"0.5,1"`` (for every method)."""
+    if not text:
+        return {m: DEFAULT_STRENGTHS[m] for m in methods}
+    try:
+        if "=" not in text:
+            values = [float(v) for v in text.split(",") if v.strip()]
+            return {m: values for m in methods}
+        parsed = {}
+        for part in text.split(";"):
+            method, _, values = part.partition("=")
+            parsed[method.strip()] = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise SettingsError(f"cannot read strengths '{text}'; write e.g. 'cna=0.5,1;caa=1,2' or '0.5,1'") from None
+    return {m: parsed.get(m, DEFAULT_STRENGTHS[m]) for m in methods}

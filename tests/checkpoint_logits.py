@@ -1,0 +1,43 @@
+"""Logits of a checkpoint loaded with plain transformers, in a process that never imports neurosteer.
+
+Used by the bake tests as the independent side of the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = r"""
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM
+directory, ids_file, out_file = sys.argv[1:4]
+model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+rows = json.loads(open(ids_file).read())
+with torch.no_grad():
+    logits = [model(input_ids=torch.tensor([ids])).logits[0].tolist() for ids in rows]
+assert "neurosteer" not in sys.modules
+open(out_file, "w").write(json.dumps(logits))
+"""
+
+
+def fresh_process_logits(directory: Path, token_ids: list[list[int]], work: Path) -> list[torch.Tensor]:
+    ids_file, out_file = work / "ids.json", work / "logits.json"
+    ids_file.write_text(json.dumps(token_ids))
+    subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(directory), str(ids_file), str(out_file)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [torch.tensor(rows) for rows in json.loads(out_file.read_text())]
+
+
+def in_process_logits(model, token_ids: list[list[int]]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in token_ids]

@@ -1,0 +1,119 @@
+"""Baked checkpoints compute what the hooks compute, and load without neurosteer."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+import neurosteer
+from checkpoint_logits import fresh_process_logits, in_process_logits
+from conftest import NEGATIVE, POSITIVE
+from neurosteer.baselines import ablate_direction, residual_directions
+from neurosteer.errors import NeurosteerError
+from neurosteer.neuronset import NeuronSet
+from test_cli import assert_one_line_error, invoke
+from tiny import tiny_model, tiny_tokenizer
+
+
+def prompt_ids(tokenizer):
+    return [tokenizer(p)["input_ids"] for p in POSITIVE[:2] + NEGATIVE[:2]]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_bake_cli_checkpoint_matches_hooks_in_a_fresh_process(family, tmp_path):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(family)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=12)
+    neurons.save(tmp_path / "n.safetensors")
+    ids = prompt_ids(tokenizer)
+    with neurosteer.steer(model, neurons, factor=-1.5):
+        expected = in_process_logits(model, ids)
+    result = invoke(
+        "bake",
+        "--model",
+        tmp_path / "model",
+        "--neurons",
+        tmp_path / "n.safetensors",
+        "--factor",
+        "-1.5",
+        "--out",
+        tmp_path / "baked",
+    )
+    assert result.exit_code == 0, result.output
+    got = fresh_process_logits(tmp_path / "baked", ids, tmp_path)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    record = json.loads((tmp_path / "baked" / "neurosteer.json").read_text())
+    assert record["neurons_fingerprint"] == neurons.fingerprint() and record["factor"] == -1.5
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
+        assert (tmp_path / "baked" / name).is_file()
+
+
+def test_bake_api_equals_steer_with_per_neuron_factors(tokenizer):
+    model = tiny_model("phi3")
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=10)
+    factors = torch.linspace(-1, 2, len(neurons))
+    ids = prompt_ids(tokenizer)
+    with neurosteer.steer(model, neurons, factor=factors):
+        expected = in_process_logits(model, ids)
+    baked = neurosteer.bake(copy.deepcopy(model), neurons, factors)
+    for a, b in zip(in_process_logits(baked, ids), expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen3"])
+def test_bake_direction_equals_directional_ablation_hooks(family, tokenizer):
+    model = tiny_model(family)
+    direction = residual_directions(model, tokenizer, POSITIVE, NEGATIVE).diff[1]
+    ids = prompt_ids(tokenizer)
+    with ablate_direction(model, direction):
+        expected = in_process_logits(model, ids)
+    baked = neurosteer.bake_direction(copy.deepcopy(model), direction)
+    for a, b in zip(in_process_logits(baked, ids), expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_bake_direction_unties_embeddings(tokenizer):
+    model = tiny_model("gemma")  # ties the LM head to the embeddings
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    direction = residual_directions(model, tokenizer, POSITIVE, NEGATIVE).diff[1]
+    ids = prompt_ids(tokenizer)
+    with ablate_direction(model, direction):
+        expected = in_process_logits(model, ids)
+    baked = neurosteer.bake_direction(copy.deepcopy(model), direction)
+    assert not baked.config.tie_word_embeddings
+    for a, b in zip(in_process_logits(baked, ids), expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_bake_direction_refuses_post_norm_families(tokenizer):
+    model = tiny_model("gemma2")
+    with pytest.raises(NeurosteerError, match="cannot be baked exactly"):
+        neurosteer.bake_direction(model, torch.ones(model.config.hidden_size))
+
+
+def test_bake_cli_dtype_force_and_errors(tmp_path):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model("qwen2")
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=4).save(tmp_path / "n.safetensors")
+    args = ("bake", "--model", tmp_path / "model", "--neurons", tmp_path / "n.safetensors", "--out", tmp_path / "b")
+    assert invoke(*args, "--dtype", "bfloat16").exit_code == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert_one_line_error(invoke(*args), "already exists", "--force")
+    assert invoke(*args, "--force").exit_code == 0
+    assert_one_line_error(invoke(*args, "--force", "--dtype", "int3"), "unknown dtype")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "model", "n.safetensors"]
+
+
+def test_bake_rejects_neurons_of_another_model(tokenizer):
+    neurons = neurosteer.find_neurons(tiny_model("llama"), tokenizer, POSITIVE, NEGATIVE, top_k=4)
+    with pytest.raises(NeurosteerError, match="discover neurons on this model"):
+        neurosteer.bake(tiny_model("gpt2"), neurons)
+    assert isinstance(neurons, NeuronSet)
