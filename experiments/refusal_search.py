@@ -3,7 +3,7 @@
 Everything is chosen on the training split (discovery) and the validation split (scoring);
 the held-out benchmarks are never looked at here. Statistics are computed once and cached.
 
-    python experiments/refusal_search.py --out runs/search [--configs NAME ...]
+    python experiments/refusal_search.py --out runs/search --grid selective
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import argparse
 import csv
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 import neurosteer
+from neurosteer import scores
 from neurosteer.activations import last_token_stats
 from neurosteer.architectures import layout
 from neurosteer.discovery import count_to_keep, select_neurons
@@ -109,10 +111,47 @@ class Evaluator:
         }
 
 
+# Each grid is a list of settings; keys left out take the defaults below.
+DEFAULT = {
+    "score": "selective",
+    "fraction": 0.001,
+    "skip": 0,
+    "factor": 0.0,
+    "last_positions": None,
+    "direction_layer": None,
+    "floor_quantile": 0.75,
+}
+GRIDS: dict[str, list[dict]] = {
+    # The published scores and two attribution variants, 0.1 % to 2 %, first two layers skipped.
+    "basic": [
+        {"score": score, "fraction": frac, "skip": 2}
+        for score in ("mean_diff", "standardized", "write_norm", "projection")
+        for frac in (0.001, 0.005, 0.02)
+    ],
+    # benefit / cost ("ratio", now the package's "selective"), own-layer or layer-14 direction.
+    "ratio": [
+        {"score": "ratio", "fraction": f, "skip": 2, "direction_layer": d}
+        for d in (None, 14)
+        for f in (0.005, 0.01, 0.02, 0.04)
+    ],
+    "ratio_small": [{"score": "ratio", "fraction": f, "skip": 2} for f in (0.0005, 0.001, 0.002, 0.003)]
+    + [{"score": "ratio", "fraction": f, "skip": 2, "factor": 0.5} for f in (0.005, 0.01)],
+    "selective": [{"fraction": f, "skip": skip} for skip in (2, 0) for f in (0.0008, 0.001, 0.0015)],
+    "positions": [{"fraction": f, "last_positions": n} for n in (5, 1) for f in (0.002, 0.003, 0.005)],
+    "factors": [{"fraction": f, "factor": x} for f, x in ((0.001, -0.5), (0.001, -1.0), (0.0005, -1.0))]
+    + [{"fraction": f, "floor_quantile": q} for q in (0.5, 0.9) for f in (0.001, 0.002)],
+}
+
+
+def config_name(config: dict) -> str:
+    changed = {k: v for k, v in config.items() if DEFAULT.get(k) != v or k in ("score", "fraction")}
+    return "|".join(f"{k}={v}" for k, v in changed.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
-    parser.add_argument("--grid", default="basic")
+    parser.add_argument("--grid", default="basic", choices=[*GRIDS, "baselines"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = neurosteer.load_model("qwen2.5-0.5b")
@@ -120,71 +159,57 @@ def main() -> None:
     stats = cached_stats(model, tokenizer, args.out)
     weights = out_column_weights(model)
     evaluate = Evaluator(model, tokenizer)
-    results_path = args.out / "results.csv"
+    if args.grid == "baselines":
+        run_baselines(model, tokenizer, stats, evaluate, args.out)
+        return
+    results_path = args.out / "results.jsonl"
     done = set()
     if results_path.exists():
-        with results_path.open() as handle:
-            done = {row["config"] for row in csv.DictReader(handle)}
-    grids = {
-        "basic": [
-            (score, frac, skip, factor, None)
-            for score in ("mean_diff", "standardized", "write_norm", "projection")
-            for frac in (0.001, 0.005, 0.02)
-            for skip in (2,)
-            for factor in (0.0,)
-        ],
-        "ratio": [("ratio", frac, 2, 0.0, dlayer) for dlayer in (None, 14) for frac in (0.005, 0.01, 0.02, 0.04)],
-        "ratio_small": [("ratio", frac, 2, 0.0, None) for frac in (0.0005, 0.001, 0.002, 0.003)]
-        + [("ratio", frac, 2, 0.5, None) for frac in (0.005, 0.01)],
-        "selective": [("selective", frac, skip, 0.0, None) for skip in (2, 0) for frac in (0.0008, 0.001, 0.0015)],
-    }
-    from contextlib import nullcontext
-
-    fields = [
-        "config",
-        "score",
-        "fraction",
-        "skip",
-        "factor",
-        "direction_layer",
-        "k",
-        "refusal_val",
-        "harmless_refusal",
-        "kl",
-        "quality",
-        "degenerate",
-        "seconds",
-        "sample",
-    ]
-    new = not results_path.exists()
-    with results_path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        if new:
-            writer.writeheader()
-            row = {"config": "unsteered", **evaluate(nullcontext())}
-            row["sample"] = json.dumps(row["sample"])
-            writer.writerow(row)
-            handle.flush()
-            print(row)
-        for score, frac, skip, factor, dlayer in grids[args.grid]:
-            name = f"{score}|{frac}|{skip}|{factor}|{dlayer}"
+        done = {json.loads(line)["config"] for line in results_path.read_text().splitlines()}
+    with results_path.open("a") as handle:
+        if "unsteered" not in done:
+            handle.write(json.dumps({"config": "unsteered", **evaluate(nullcontext())}) + "\n")
+        for change in GRIDS[args.grid]:
+            config = {**DEFAULT, **change}
+            name = config_name(config)
             if name in done:
                 continue
-            k = count_to_keep(lay.n_neurons, frac, None)
-            matrix = score_matrix(score, stats, weights, dlayer, lay)
-            neurons = select_neurons(model, stats["neurons_pos"], stats["neurons_neg"], matrix, k, skip_layers=skip)
-            result = evaluate(neurosteer.steer(model, neurons, factor=factor))
-            row = {
-                "config": name,
-                "score": score,
-                "fraction": frac,
-                "skip": skip,
-                "factor": factor,
-                "direction_layer": dlayer,
-                "k": k,
-                **result,
-            }
+            scores.COST_FLOOR_QUANTILE = config["floor_quantile"]
+            k = count_to_keep(lay.n_neurons, config["fraction"], None)
+            matrix = score_matrix(config["score"], stats, weights, config["direction_layer"], lay)
+            neurons = select_neurons(
+                model, stats["neurons_pos"], stats["neurons_neg"], matrix, k, skip_layers=config["skip"]
+            )
+            steering = neurosteer.steer(
+                model, neurons, factor=config["factor"], last_positions=config["last_positions"]
+            )
+            row = {"config": name, "k": k, **config, **evaluate(steering)}
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            print({k: v for k, v in row.items() if k != "sample"}, flush=True)
+
+
+def run_baselines(model, tokenizer, stats, evaluate, out: Path) -> None:
+    """Directional ablation and CAA with each candidate layer's direction, on the validation split."""
+    from neurosteer.baselines import ResidualDirections, ablate_direction, add_vector
+
+    pos, neg = stats["residual_pos"], stats["residual_neg"]
+    directions = ResidualDirections(diff=(pos.mean - neg.mean).float(), norm=torch.zeros(len(pos.mean)))
+    path = out / "baselines.csv"
+    with path.open("a", newline="") as handle:
+        writer = None
+        for method, layer, strength in [("ablation", layer, 1.0) for layer in (10, 12, 14, 16, 18)] + [
+            ("caa", layer, 1.0) for layer in (10, 12, 14, 16)
+        ]:
+            if method == "ablation":
+                steering = ablate_direction(model, directions.diff[layer], strength=strength)
+            else:
+                steering = add_vector(model, directions, layer, coefficient=-strength)
+            row = {"method": method, "layer": layer, "strength": strength, **evaluate(steering)}
             row["sample"] = json.dumps(row["sample"])
+            if writer is None:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                writer.writeheader()
             writer.writerow(row)
             handle.flush()
             print({k: v for k, v in row.items() if k != "sample"}, flush=True)

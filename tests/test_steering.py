@@ -112,3 +112,56 @@ def test_generate_is_steered_at_every_step(family, found_by_family, tokenizer):
         steered = model.generate(**batch, **settings)
     assert torch.equal(steered, edited)
     assert torch.equal(model.generate(**batch, **settings), plain)
+
+
+def test_last_positions_scales_only_the_end(found_by_family, tokenizer):
+    model, neurons = found_by_family["qwen2"]
+    batch = tokenizer(POSITIVE[:1], return_tensors="pt")
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with neurosteer.steer(model, neurons, factor=0.0, last_positions=2):
+            tail = model(**batch).logits
+        with neurosteer.steer(model, neurons, factor=0.0):
+            everywhere = model(**batch).logits
+    assert torch.equal(tail[:, :-2], plain[:, :-2])
+    assert not torch.allclose(tail[:, -1], plain[:, -1])
+    assert not torch.allclose(tail[:, -1], everywhere[:, -1])
+    with pytest.raises(SettingsError):
+        neurosteer.steer(model, neurons, last_positions=0).__enter__()
+
+
+def test_last_positions_in_generate_scales_each_new_token(found_by_family, tokenizer):
+    model, neurons = found_by_family["llama"]
+    batch = tokenizer(NEGATIVE[:1], return_tensors="pt")
+    prompt_len = batch["input_ids"].shape[1]
+    settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with neurosteer.steer(model, neurons, factor=0.0, last_positions=2):
+        steered = model.generate(**batch, **settings)
+    # Reference without a KV cache: every step recomputes all positions, zeroing the selected
+    # neurons at the prompt's last two positions and at every generated position.
+    by_layer: dict[int, list[int]] = {}
+    for layer, index in zip(neurons.layers.tolist(), neurons.indices.tolist(), strict=True):
+        by_layer.setdefault(layer, []).append(index)
+
+    def zero_from(start, indices):
+        def hook(_module, args):
+            x = args[0].clone()
+            x[:, start:, indices] = 0
+            return (x,)
+
+        return hook
+
+    ids = batch["input_ids"]
+    for _ in range(5):
+        handles = [
+            model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(zero_from(prompt_len - 2, indices))
+            for layer, indices in by_layer.items()
+        ]
+        try:
+            with torch.no_grad():
+                next_id = model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        ids = torch.cat([ids, next_id], dim=1)
+    assert torch.equal(steered, ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from neurosteer.errors import UnsupportedArchitectureError
@@ -125,13 +126,29 @@ class Layout:
     def mlp_writers(self) -> list[nn.Module]:
         return [_resolve(layer, self.arch.mlp_write, self.model_type) for layer in self.layers]
 
-    def out_weight(self, layer: int) -> nn.Parameter:
-        """Output-projection weight of ``layer`` as stored (Conv1D: ``[in, out]``)."""
-        return self.out_projs[layer].weight
+    def out_weight(self, layer: int) -> torch.Tensor:
+        """Output-projection weight of ``layer`` as stored (Conv1D: ``[in, out]``).
+
+        For a layer offloaded by accelerate (parameters on the meta device), the offloaded copy.
+        """
+        return materialized_weight(self.out_projs[layer])
 
     def neuron_axis(self) -> int:
         """Axis of the output-projection weight that indexes neurons."""
         return 0 if self.arch.conv1d else 1
+
+
+def materialized_weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight``, or accelerate's offloaded copy of it when the parameter is on meta."""
+    weight = module.weight
+    if not weight.is_meta:
+        return weight
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in getattr(hook, "hooks", [hook]):
+        weights_map = getattr(candidate, "weights_map", None)
+        if weights_map is not None and "weight" in weights_map:
+            return weights_map["weight"]
+    raise UnsupportedArchitectureError("a weight is on the meta device and no offloaded copy was found")
 
 
 def _resolve(root: nn.Module, path: str, model_type: str) -> nn.Module:

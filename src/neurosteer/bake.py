@@ -38,7 +38,7 @@ def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Modul
     axis = lay.neuron_axis()
     for layer in torch.unique(neurons.layers).tolist():
         picked = neurons.layers == layer
-        weight = lay.out_weight(int(layer))
+        weight = lay.out_projs[int(layer)].weight
         _check_in_memory(weight)
         index = neurons.indices[picked].to(weight.device)
         scale = factors[picked].to(weight.device, weight.dtype)

@@ -41,28 +41,43 @@ def layer_scales(neurons: NeuronSet, factor: Factor, lay: Layout) -> dict[int, t
     return scales
 
 
-def scaling_hook(scale: torch.Tensor):
-    """A forward pre-hook that multiplies the module's input by ``scale`` on its last axis."""
+def scaling_hook(scale: torch.Tensor, last_positions: int | None = None):
+    """A forward pre-hook that multiplies the module's input by ``scale`` on its last axis.
+
+    With ``last_positions``, only the last that many positions of each forward pass are scaled:
+    the end of the prompt in the first pass of ``generate``, then every new token.
+    """
     cache = DeviceCache(scale)
 
     def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x = args[0]
-        return (x * cache.like(x), *args[1:])
+        if last_positions is None or x.ndim < 3 or x.shape[-2] <= last_positions:
+            return (x * cache.like(x), *args[1:])
+        head, tail = x[..., :-last_positions, :], x[..., -last_positions:, :]
+        return (torch.cat([head, tail * cache.like(x)], dim=-2), *args[1:])
 
     return hook
 
 
 @contextmanager
-def steer(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> Iterator[nn.Module]:
-    """Scale ``neurons`` by ``factor`` at every position while the block runs.
+def steer(
+    model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0, *, last_positions: int | None = None
+) -> Iterator[nn.Module]:
+    """Scale ``neurons`` by ``factor`` while the block runs.
 
     ``factor`` 0 ablates, 1 leaves the model unchanged, above 1 amplifies and below 0 flips; it
-    may also be one value per neuron. Works for ``forward`` and ``generate``; hooks are removed
-    on exit, also on an exception, and nested blocks compose (their factors multiply).
+    may also be one value per neuron. By default every position is scaled, which is what
+    :func:`neurosteer.bake` writes into weights. ``last_positions=n`` scales only the last ``n``
+    positions of each forward pass (for left-padded prompts: the end of the prompt, then each
+    generated token); families that flatten positions inside the MLP (OPT) ignore it.
+    Works for ``forward`` and ``generate``; hooks are removed on exit, also on an exception, and
+    nested blocks compose (their factors multiply).
     """
+    if last_positions is not None and last_positions < 1:
+        raise SettingsError(f"last_positions must be at least 1, got {last_positions}")
     lay = layout(model)
     neurons.check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)
-    hooks = [(lay.out_projs[layer], scaling_hook(scale)) for layer, scale in scales.items()]
+    hooks = [(lay.out_projs[layer], scaling_hook(scale, last_positions)) for layer, scale in scales.items()]
     with installed_hooks(pre=hooks):
         yield model
