@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 from accelerate import dispatch_model
-from conftest import NEGATIVE, POSITIVE
-from test_steering import logits
-from tiny import LAYERS, tiny_model
 
 import neurosteer
+from conftest import NEGATIVE, POSITIVE
 from neurosteer.errors import NeurosteerError
+from test_steering import logits
+from tiny import LAYERS, tiny_model
 
 
 def split_map(model) -> dict[str, str]:
@@ -35,7 +35,7 @@ def reference():
 
 
 def check_same(dispatched, reference, tok):
-    model, neurons, steered = reference
+    _, neurons, steered = reference
     found = neurosteer.find_neurons(dispatched, tok, POSITIVE, NEGATIVE, top_k=8, score="selective")
     assert found.indices.tolist() == neurons.indices.tolist()
     torch.testing.assert_close(found.scores, neurons.scores, atol=1e-5, rtol=1e-5)
