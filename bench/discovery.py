@@ -13,10 +13,11 @@ import argparse
 import torch
 
 import neurosteer
-from common import best_of, machine, prompt_mix
 from neurosteer.activations import forward_base, tokenize_prompts
 from neurosteer.architectures import layout
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
+
+from common import best_of, machine, prompt_mix
 
 
 def floor(model, tokenizer, prompts, batch_size):

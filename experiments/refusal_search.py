@@ -140,6 +140,7 @@ GRIDS: dict[str, list[dict]] = {
     "positions": [{"fraction": f, "last_positions": n} for n in (5, 1) for f in (0.002, 0.003, 0.005)],
     "factors": [{"fraction": f, "factor": x} for f, x in ((0.001, -0.5), (0.001, -1.0), (0.0005, -1.0))]
     + [{"fraction": f, "floor_quantile": q} for q in (0.5, 0.9) for f in (0.001, 0.002)],
+    "layers": [{"fraction": f, "max_layer": m} for m in (19, 16) for f in (0.001, 0.002, 0.003)],
 }
 
 
@@ -177,6 +178,8 @@ def main() -> None:
             scores.COST_FLOOR_QUANTILE = config["floor_quantile"]
             k = count_to_keep(lay.n_neurons, config["fraction"], None)
             matrix = score_matrix(config["score"], stats, weights, config["direction_layer"], lay)
+            if config["max_layer"] is not None:
+                matrix[config["max_layer"] + 1 :] = 0
             neurons = select_neurons(
                 model, stats["neurons_pos"], stats["neurons_neg"], matrix, k, skip_layers=config["skip"]
             )

@@ -6,6 +6,7 @@ import pytest
 
 from neurosteer.architectures import REGISTRY, layout, supported_model_types
 from neurosteer.errors import UnsupportedArchitectureError
+
 from tiny import FAMILIES, HIDDEN, LAYERS, NEURONS, tiny_model
 
 

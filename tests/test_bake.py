@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import neurosteer
-from checkpoint_logits import fresh_process_logits, in_process_logits
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.baselines import ablate_direction, residual_directions
 from neurosteer.errors import NeurosteerError
 from neurosteer.neuronset import NeuronSet
+
+from checkpoint_logits import fresh_process_logits, in_process_logits
+from conftest import NEGATIVE, POSITIVE
 from test_cli import assert_one_line_error, invoke
 from tiny import tiny_model, tiny_tokenizer
 

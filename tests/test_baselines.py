@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.baselines import (
     ResidualDirections,
     ablate_direction,
@@ -16,6 +15,8 @@ from neurosteer.baselines import (
     residual_directions,
 )
 from neurosteer.errors import SettingsError
+
+from conftest import NEGATIVE, POSITIVE
 from test_steering import logits
 from tiny import LAYERS, tiny_model
 

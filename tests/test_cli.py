@@ -7,9 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.cli import app
 from neurosteer.neuronset import NeuronSet
+
+from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model, tiny_tokenizer
 
 runner = CliRunner()

@@ -9,8 +9,9 @@ import torch
 from accelerate import dispatch_model
 
 import neurosteer
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.errors import NeurosteerError
+
+from conftest import NEGATIVE, POSITIVE
 from test_steering import logits
 from tiny import LAYERS, tiny_model
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import neurosteer
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.errors import SettingsError
+
+from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, LAYERS, NEURONS, tiny_model
 
 

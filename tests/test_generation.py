@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.generation import generate
+
+from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model
 
 

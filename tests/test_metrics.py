@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import neurosteer
-from conftest import NEGATIVE
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.quality import (
     degeneration,
@@ -17,6 +16,8 @@ from neurosteer.metrics.quality import (
     repeated_ngram_ratio,
 )
 from neurosteer.metrics.refusal import is_refusal, refusal_rate
+
+from conftest import NEGATIVE
 from tiny import tiny_model
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from neurosteer.errors import SettingsError
 from neurosteer.metrics.mmlu import evaluate_mmlu, subjects
+
 from tiny import tiny_model
 
 

@@ -9,9 +9,10 @@ import torch
 from safetensors import safe_open
 
 import neurosteer
-from conftest import NEGATIVE, POSITIVE
 from neurosteer.errors import IncompatibleNeuronsError, NeurosteerError
 from neurosteer.neuronset import NeuronSet
+
+from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model
 
 

@@ -9,6 +9,7 @@ import pytest
 from neurosteer.errors import NeurosteerError
 from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
+
 from tiny import tiny_model
 
 PLAN = EvalPlan(harmful_sets=["jailbreakbench"], n_harmful=4, n_harmless=4, n_xstest=2, max_new_tokens=3, batch_size=4)
