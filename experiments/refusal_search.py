@@ -34,7 +34,7 @@ N_TRAIN = 128
 
 
 def cached_stats(model, tokenizer, out: Path) -> dict[str, RunningStats]:
-    path = out / "stats.pt"
+    path = out / ("stats.pt" if N_TRAIN == 128 else f"stats_{N_TRAIN}.pt")
     if path.exists():
         raw = torch.load(path)
         stats = {}
@@ -53,6 +53,41 @@ def cached_stats(model, tokenizer, out: Path) -> dict[str, RunningStats]:
     return stats
 
 
+def all_position_mean_square(model, tokenizer, out: Path) -> torch.Tensor:
+    """``[layers, neurons]`` mean of a**2 over every real token of the harmless training prompts.
+
+    Steering acts at every position, so this is where ablating a neuron does its damage; the
+    last-token statistics see only one position per prompt.
+    """
+    path = out / f"neg_all_positions_{N_TRAIN}.pt"
+    if path.exists():
+        return torch.load(path)
+    from neurosteer.activations import forward_base, tokenize_prompts
+    from neurosteer.encoding import iter_batches, pad_token_id
+    from neurosteer.hooks import installed_hooks
+
+    lay = layout(model)
+    total = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
+    count = 0
+    mask: dict[str, torch.Tensor] = {}
+
+    def reader(layer: int):
+        def hook(_module, args):
+            values = args[0].reshape(*mask["m"].shape, -1).double()
+            total[layer] += (values.square() * mask["m"][..., None]).sum((0, 1))
+        return hook
+
+    ids = tokenize_prompts(tokenizer, load_prompts("harmless_train", limit=N_TRAIN))
+    with installed_hooks(pre=[(p, reader(i)) for i, p in enumerate(lay.out_projs)]), torch.inference_mode():
+        for batch in iter_batches(ids, 16, pad_id=pad_token_id(tokenizer)):
+            mask["m"] = batch.attention_mask.double()
+            count += int(batch.attention_mask.sum())
+            forward_base(model, batch)
+    result = total / count
+    torch.save(result, path)
+    return result
+
+
 def out_column_weights(model) -> torch.Tensor:
     """``[layers, hidden, neurons]`` output-projection weights (what each neuron writes)."""
     lay = layout(model)
@@ -61,6 +96,14 @@ def out_column_weights(model) -> torch.Tensor:
 
 def score_matrix(name: str, stats, weights, direction_layer: int | None = None, lay=None) -> torch.Tensor:
     pos, neg = stats["neurons_pos"], stats["neurons_neg"]
+    if name == "selective_all":  # the selective score with the damage counted at every position
+        inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
+        direction = stats["residual_pos"].mean - stats["residual_neg"].mean
+        direction = (direction / direction.norm(dim=1, keepdim=True)).float()
+        benefit = pos.mean.float() * torch.einsum("lhn,lh->ln", weights, direction)
+        cost = stats["neg_all_ms"].float() * weights.norm(dim=1).square()
+        floor = torch.quantile(cost.flatten()[::4], scores.COST_FLOOR_QUANTILE)
+        return benefit.clamp(min=0) / (cost + floor).sqrt()
     if name in ("mean_diff", "standardized", "selective"):
         inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
         return neuron_scores(name, inputs, lay).float()
@@ -120,6 +163,7 @@ DEFAULT = {
     "last_positions": None,
     "direction_layer": None,
     "floor_quantile": 0.75,
+    "max_layer": None,
 }
 GRIDS: dict[str, list[dict]] = {
     # The published scores and two attribution variants, 0.1 % to 2 %, first two layers skipped.
@@ -140,6 +184,12 @@ GRIDS: dict[str, list[dict]] = {
     "positions": [{"fraction": f, "last_positions": n} for n in (5, 1) for f in (0.002, 0.003, 0.005)],
     "factors": [{"fraction": f, "factor": x} for f, x in ((0.001, -0.5), (0.001, -1.0), (0.0005, -1.0))]
     + [{"fraction": f, "floor_quantile": q} for q in (0.5, 0.9) for f in (0.001, 0.002)],
+    # The most promising of "layers" and "factors" first, so a cut-short run still says something.
+    "next": [{"fraction": f, "max_layer": 16} for f in (0.002, 0.003)]
+    + [{"fraction": 0.001, "factor": x} for x in (-0.5, -1.0)]
+    + [{"fraction": 0.002, "floor_quantile": 0.9}, {"fraction": 0.002, "max_layer": 19}],
+    "more_prompts": [{"fraction": f} for f in (0.001, 0.0015, 0.002)],
+    "all_positions": [{"score": "selective_all", "fraction": f} for f in (0.001, 0.002, 0.003)],
     "layers": [{"fraction": f, "max_layer": m} for m in (19, 16) for f in (0.001, 0.002, 0.003)],
 }
 
@@ -153,11 +203,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
     parser.add_argument("--grid", default="basic", choices=[*GRIDS, "baselines"])
+    parser.add_argument("--n-train", type=int, default=128, help="training prompts per side")
     args = parser.parse_args()
+    global N_TRAIN
+    N_TRAIN = args.n_train
     args.out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = neurosteer.load_model("qwen2.5-0.5b")
     lay = layout(model)
     stats = cached_stats(model, tokenizer, args.out)
+    if args.grid == "all_positions":
+        stats["neg_all_ms"] = all_position_mean_square(model, tokenizer, args.out)
     weights = out_column_weights(model)
     evaluate = Evaluator(model, tokenizer)
     if args.grid == "baselines":
@@ -166,14 +221,17 @@ def main() -> None:
     results_path = args.out / "results.jsonl"
     done = set()
     if results_path.exists():
-        done = {json.loads(line)["config"] for line in results_path.read_text().splitlines()}
+        done = {
+            (row := json.loads(line))["config"] + f"|n={row.get('n_train', 128)}"
+            for line in results_path.read_text().splitlines()
+        }
     with results_path.open("a") as handle:
-        if "unsteered" not in done:
+        if "unsteered|n=128" not in done:
             handle.write(json.dumps({"config": "unsteered", **evaluate(nullcontext())}) + "\n")
         for change in GRIDS[args.grid]:
             config = {**DEFAULT, **change}
             name = config_name(config)
-            if name in done:
+            if f"{name}|n={N_TRAIN}" in done:
                 continue
             scores.COST_FLOOR_QUANTILE = config["floor_quantile"]
             k = count_to_keep(lay.n_neurons, config["fraction"], None)
@@ -186,7 +244,7 @@ def main() -> None:
             steering = neurosteer.steer(
                 model, neurons, factor=config["factor"], last_positions=config["last_positions"]
             )
-            row = {"config": name, "k": k, **config, **evaluate(steering)}
+            row = {"config": name, "k": k, "n_train": N_TRAIN, **config, **evaluate(steering)}
             handle.write(json.dumps(row) + "\n")
             handle.flush()
             print({k: v for k, v in row.items() if k != "sample"}, flush=True)

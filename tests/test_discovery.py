@@ -58,7 +58,8 @@ def naive_selection(model, tokenizer, k, standardized=False, skip=0):
 def test_matches_naive_reference(family, padding_side, tokenizer):
     model = tiny_model(family)
     found = neurosteer.find_neurons(
-        model, tokenizer, POSITIVE, NEGATIVE, top_k=12, batch_size=4, padding_side=padding_side
+        model, tokenizer, POSITIVE, NEGATIVE, top_k=12, batch_size=4, padding_side=padding_side,
+        score="mean_diff",
     )
     expected, score = naive_selection(model, tokenizer, 12)
     got = set(zip(found.layers.tolist(), found.indices.tolist(), strict=True))
@@ -84,7 +85,7 @@ def test_standardized_score_and_skip_layers_match_reference(family, tokenizer):
 
 def test_scores_sorted_by_magnitude_and_means_aligned(tokenizer):
     model = tiny_model("qwen2")
-    found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, fraction=0.1)
+    found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, fraction=0.1, score="mean_diff")
     magnitudes = found.scores.abs()
     assert torch.all(magnitudes[:-1] >= magnitudes[1:])
     assert len(found) == round(0.1 * LAYERS * NEURONS)
@@ -212,3 +213,13 @@ def test_selective_score_matches_reference(family, tokenizer):
         found.scores.double().numpy(), score[found.layers.numpy(), found.indices.numpy()], rtol=1e-3
     )
     assert torch.all(found.scores > 0)
+
+
+def test_defaults_are_used_and_recorded(tokenizer):
+    from neurosteer.defaults import DISCOVERY
+
+    model = tiny_model("qwen2")
+    found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE)
+    assert found.method["score"] == DISCOVERY.score
+    assert found.method["fraction"] == DISCOVERY.fraction
+    assert len(found) == max(1, round(DISCOVERY.fraction * LAYERS * NEURONS))

@@ -127,7 +127,7 @@ def find_neurons(
     method = {
         "name": "contrastive_neuron_attribution",
         "score": score,
-        "fraction": fraction if top_k is None else None,
+        "fraction": (DISCOVERY.fraction if fraction is None else fraction) if top_k is None else None,
         "top_k": top_k,
         "skip_layers": skip_layers,
         "drop_universal": drop_universal,

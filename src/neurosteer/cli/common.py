@@ -51,7 +51,7 @@ def quiet_third_party() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    for name in ("accelerate", "huggingface_hub", "gguf", "lm_eval", "optuna"):
+    for name in ("accelerate", "huggingface_hub", "gguf", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
