@@ -75,6 +75,7 @@ def all_position_mean_square(model, tokenizer, out: Path) -> torch.Tensor:
         def hook(_module, args):
             values = args[0].reshape(*mask["m"].shape, -1).double()
             total[layer] += (values.square() * mask["m"][..., None]).sum((0, 1))
+
         return hook
 
     ids = tokenize_prompts(tokenizer, load_prompts("harmless_train", limit=N_TRAIN))

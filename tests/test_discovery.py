@@ -58,7 +58,13 @@ def naive_selection(model, tokenizer, k, standardized=False, skip=0):
 def test_matches_naive_reference(family, padding_side, tokenizer):
     model = tiny_model(family)
     found = neurosteer.find_neurons(
-        model, tokenizer, POSITIVE, NEGATIVE, top_k=12, batch_size=4, padding_side=padding_side,
+        model,
+        tokenizer,
+        POSITIVE,
+        NEGATIVE,
+        top_k=12,
+        batch_size=4,
+        padding_side=padding_side,
         score="mean_diff",
     )
     expected, score = naive_selection(model, tokenizer, 12)
