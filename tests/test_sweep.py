@@ -99,12 +99,31 @@ def test_interrupted_sweep_redoes_only_missing_cells(model, tokenizer, tmp_path)
 
 def test_other_settings_need_force(model, tokenizer, tmp_path):
     run_sweep(model, tokenizer, small_config(methods=["cna"], strengths={"cna": [1.0]}), tmp_path, progress=False)
+    other = small_config(methods=["cna"], strengths={"cna": [1.0]}, n_train=4)
     with pytest.raises(NeurosteerError, match="other settings"):
-        run_sweep(model, tokenizer, small_config(methods=["caa"], strengths={"caa": [1.0]}), tmp_path, progress=False)
-    rows = run_sweep(
-        model, tokenizer, small_config(methods=["caa"], strengths={"caa": [1.0]}), tmp_path, force=True, progress=False
-    )
-    assert [r["method"] for r in rows] == ["none", "caa"]
+        run_sweep(model, tokenizer, other, tmp_path, progress=False)
+    rows = run_sweep(model, tokenizer, other, tmp_path, force=True, progress=False)
+    assert [r["method"] for r in rows] == ["none", "cna"]
+
+
+def test_other_strengths_resume_and_keep_finished_cells(model, tokenizer, tmp_path):
+    first = small_config(methods=["cna"], strengths={"cna": [1.0]})
+    run_sweep(model, tokenizer, first, tmp_path, progress=False)
+    calls = []
+    original = Evaluator.run
+
+    def counting(self, steering, label=""):
+        calls.append(label)
+        return original(self, steering, label)
+
+    Evaluator.run = counting
+    try:
+        more = small_config(methods=["cna", "caa"], strengths={"cna": [0.5, 1.0], "caa": [1.0]})
+        rows = run_sweep(model, tokenizer, more, tmp_path, progress=False)
+    finally:
+        Evaluator.run = original
+    assert calls == ["cna@0.5", "caa@1"]
+    assert [(r["method"], r["strength"]) for r in rows] == [("none", 0.0), ("cna", 0.5), ("cna", 1.0), ("caa", 1.0)]
 
 
 def test_parse_strengths():

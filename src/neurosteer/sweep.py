@@ -55,7 +55,9 @@ class SweepConfig(BaseModel):
         return cells
 
     def fingerprint(self) -> str:
-        return short_hash(self.model_dump_json().encode())
+        """Hash of everything that decides a cell's result; which cells to run is left out, so a
+        sweep can be resumed with more or fewer strengths and keep the cells it finished."""
+        return short_hash(self.model_dump_json(exclude={"methods", "strengths"}).encode())
 
 
 def cell_key(method: str, strength: float) -> str:
