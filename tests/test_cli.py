@@ -200,3 +200,37 @@ def test_not_a_neuron_file(workspace):
         "Hi",
     )
     assert_one_line_error(result, "not a neurosteer neuron-set file")
+
+
+def test_eval_and_sweep_reject_bad_plans(workspace):
+    result = invoke("eval", "--model", workspace / "llama", "--harmful-sets", "jailbreakbench,nope")
+    assert_one_line_error(result, "unknown harmful set", "nope")
+    result = invoke("sweep", "--model", workspace / "llama", "--out", workspace / "sw", "--max-new-tokens", "0")
+    assert_one_line_error(result, "max_new_tokens")
+    assert not (workspace / "sw").exists()
+
+
+def test_eval_runs_one_setting(workspace):
+    out = workspace / "eval.json"
+    result = invoke(
+        "eval",
+        "--model",
+        workspace / "llama",
+        "--method",
+        "cna",
+        "--n-train",
+        "4",
+        "--n-harmful",
+        "3",
+        "--n-harmless",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        out,
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["method"] == "cna" and 0.0 <= written["metrics"]["refusal_jailbreakbench"] <= 1.0
+    assert len(written["answers"]["jailbreakbench"]) == 3

@@ -21,21 +21,29 @@ def naive_last_token_activations(model, tokenizer, prompts):
         if name.endswith(("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2"))
     ]
     assert len(out_projs) == LAYERS
+    kept: list[torch.Tensor] = []
+    pre = [(p, lambda m, a, kept=kept: kept.append(a[0].clone())) for p in out_projs]
+    return naive_last_token(model, tokenizer, prompts, kept, pre=pre)
+
+
+def naive_last_token(model, tokenizer, prompts, kept, pre=(), post=()):
+    """One prompt at a time through the full model; the hooks append one tensor per layer to
+    ``kept``, whose last-position rows are returned as ``[P, L, width]``."""
     rows = []
     for prompt in prompts:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        kept: list[torch.Tensor] = []
-        handles = [p.register_forward_pre_hook(lambda m, a, kept=kept: kept.append(a[0].clone())) for p in out_projs]
+        kept.clear()
+        handles = [m.register_forward_pre_hook(fn) for m, fn in pre] + [m.register_forward_hook(fn) for m, fn in post]
         try:
             with torch.no_grad():
                 model(input_ids=ids)
         finally:
             for h in handles:
                 h.remove()
-        rows.append(np.stack([k.reshape(-1, NEURONS)[-1].double().numpy() for k in kept]))
+        rows.append(np.stack([k.reshape(-1, k.shape[-1])[-1].double().numpy() for k in kept]))
     return np.stack(rows)
 
 
@@ -176,25 +184,9 @@ def test_shared_prefix_length():
 def naive_residual_last_token(model, tokenizer, prompts):
     """``[P, L, hidden]`` residual stream after each decoder layer at the last token, one prompt at a time."""
     blocks = next(m for name, m in model.named_modules() if name.endswith(("layers", ".h")) and len(m) == LAYERS)
-    rows = []
-    for prompt in prompts:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        kept: list[torch.Tensor] = []
-        handles = [
-            b.register_forward_hook(lambda m, a, out, kept=kept: kept.append(out[0] if isinstance(out, tuple) else out))
-            for b in blocks
-        ]
-        try:
-            with torch.no_grad():
-                model(input_ids=ids)
-        finally:
-            for h in handles:
-                h.remove()
-        rows.append(np.stack([k[0, -1].double().numpy() for k in kept]))
-    return np.stack(rows)
+    kept: list[torch.Tensor] = []
+    post = [(b, lambda m, a, out, kept=kept: kept.append(out[0] if isinstance(out, tuple) else out)) for b in blocks]
+    return naive_last_token(model, tokenizer, prompts, kept, post=post)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

@@ -26,6 +26,19 @@ def small_config(**changes):
     return SweepConfig(**values)
 
 
+def counted_runs(monkeypatch) -> list[str]:
+    """The labels of the cells evaluated from now on."""
+    calls: list[str] = []
+    original = Evaluator.run
+
+    def counting(self, steering, label=""):
+        calls.append(label)
+        return original(self, steering, label)
+
+    monkeypatch.setattr(Evaluator, "run", counting)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_model("llama")
@@ -73,7 +86,7 @@ def test_sweep_writes_everything_and_resumes(model, tokenizer, tmp_path, monkeyp
     assert again == rows
 
 
-def test_interrupted_sweep_redoes_only_missing_cells(model, tokenizer, tmp_path):
+def test_interrupted_sweep_redoes_only_missing_cells(model, tokenizer, tmp_path, monkeypatch):
     config = small_config()
     run_sweep(
         model, tokenizer, small_config(methods=["cna"], strengths={"cna": [1.0]}), tmp_path / "other", progress=False
@@ -81,18 +94,8 @@ def test_interrupted_sweep_redoes_only_missing_cells(model, tokenizer, tmp_path)
     run_sweep(model, tokenizer, config, tmp_path, progress=False)
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
     (tmp_path / "cells.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # cut mid-line
-    calls = []
-    original = Evaluator.run
-
-    def counting(self, steering, label=""):
-        calls.append(label)
-        return original(self, steering, label)
-
-    Evaluator.run = counting
-    try:
-        rows = run_sweep(model, tokenizer, config, tmp_path, progress=False)
-    finally:
-        Evaluator.run = original
+    calls = counted_runs(monkeypatch)
+    rows = run_sweep(model, tokenizer, config, tmp_path, progress=False)
     assert calls == ["cna@1", "caa@1", "ablation@1"]
     assert len(rows) == 5
 
@@ -106,22 +109,12 @@ def test_other_settings_need_force(model, tokenizer, tmp_path):
     assert [r["method"] for r in rows] == ["none", "cna"]
 
 
-def test_other_strengths_resume_and_keep_finished_cells(model, tokenizer, tmp_path):
+def test_other_strengths_resume_and_keep_finished_cells(model, tokenizer, tmp_path, monkeypatch):
     first = small_config(methods=["cna"], strengths={"cna": [1.0]})
     run_sweep(model, tokenizer, first, tmp_path, progress=False)
-    calls = []
-    original = Evaluator.run
-
-    def counting(self, steering, label=""):
-        calls.append(label)
-        return original(self, steering, label)
-
-    Evaluator.run = counting
-    try:
-        more = small_config(methods=["cna", "caa"], strengths={"cna": [0.5, 1.0], "caa": [1.0]})
-        rows = run_sweep(model, tokenizer, more, tmp_path, progress=False)
-    finally:
-        Evaluator.run = original
+    calls = counted_runs(monkeypatch)
+    more = small_config(methods=["cna", "caa"], strengths={"cna": [0.5, 1.0], "caa": [1.0]})
+    rows = run_sweep(model, tokenizer, more, tmp_path, progress=False)
     assert calls == ["cna@0.5", "caa@1"]
     assert [(r["method"], r["strength"]) for r in rows] == [("none", 0.0), ("cna", 0.5), ("cna", 1.0), ("caa", 1.0)]
 

@@ -59,14 +59,7 @@ def plot_png(rows: list[dict[str, Any]], metric: str, title: str) -> bytes | Non
         ax.plot(xs, ys, marker="o", label=method)
     ax.set_xlabel("strength (0 = unsteered)")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if methods:
-        ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig, ax, legend=bool(methods))
 
 
 def tradeoff_png(rows: list[dict[str, Any]]) -> bytes:
@@ -84,8 +77,15 @@ def tradeoff_png(rows: list[dict[str, Any]]) -> bytes:
     ax.set_xlabel("first-token KL on harmless prompts")
     ax.set_ylabel("refusal on harmful prompts")
     ax.set_title("trade-off: refusal removed vs damage")
+    return _png(fig, ax, legend=bool(methods))
+
+
+def _png(fig, ax, *, legend: bool) -> bytes:
+    """Grid, legend and layout for a finished plot, as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
-    if methods:
+    if legend:
         ax.legend()
     fig.tight_layout()
     buffer = io.BytesIO()

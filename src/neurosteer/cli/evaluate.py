@@ -44,12 +44,26 @@ ShotsOpt = Annotated[int, typer.Option("--mmlu-shots", help="MMLU few-shot examp
 JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Model that judges refusals too (e.g. qwen2.5-1.5b).")]
 
 
-def make_plan(
-    harmful_sets, n_harmful, n_harmless, n_xstest, max_new_tokens, batch_size, mmlu, subjects, per_subject, shots
-):
+PLAN_OPTIONS = (
+    "harmful_sets",
+    "n_harmful",
+    "n_harmless",
+    "n_xstest",
+    "max_new_tokens",
+    "batch_size",
+    "mmlu",
+    "mmlu_subjects",
+    "mmlu_per_subject",
+    "mmlu_shots",
+)
+
+
+def make_plan(options: dict):
+    """The evaluation plan from a command's options (its ``locals()``: the names in PLAN_OPTIONS)."""
     from neurosteer.evaluation import EvalPlan
     from neurosteer.prompts import bundled_prompt_sets
 
+    harmful_sets, subjects = options["harmful_sets"], options["mmlu_subjects"]
     sets = [s.strip() for s in harmful_sets.split(",") if s.strip()]
     unknown = [s for s in sets if s not in bundled_prompt_sets()]
     if unknown:
@@ -59,15 +73,15 @@ def make_plan(
     try:
         return EvalPlan(
             harmful_sets=sets,
-            n_harmful=n_harmful or 100,
-            n_harmless=n_harmless,
-            n_xstest=n_xstest,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size or 32,
-            mmlu=mmlu,
+            n_harmful=options["n_harmful"] or 100,
+            n_harmless=options["n_harmless"],
+            n_xstest=options["n_xstest"],
+            max_new_tokens=options["max_new_tokens"],
+            batch_size=options["batch_size"] or 32,
+            mmlu=options["mmlu"],
             mmlu_subjects=[s.strip() for s in subjects.split(",")] if subjects else None,
-            mmlu_per_subject=per_subject,
-            mmlu_shots=shots,
+            mmlu_per_subject=options["mmlu_per_subject"],
+            mmlu_shots=options["mmlu_shots"],
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -111,6 +125,7 @@ def evaluate(
     progress: ProgressOpt = True,
 ) -> None:
     """Measure refusal, over-refusal, quality, KL (and MMLU) for one setting or the unsteered model."""
+    plan = make_plan(locals())
     from neurosteer.atomic import atomic_path
     from neurosteer.evaluation import Evaluator
     from neurosteer.methods import METHODS, build_steerers
@@ -120,18 +135,6 @@ def evaluate(
     if method not in ("none", *METHODS):
         raise SettingsError(f"unknown method '{method}'; choose none, {', '.join(METHODS)}")
     settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
-    plan = make_plan(
-        harmful_sets,
-        n_harmful,
-        n_harmless,
-        n_xstest,
-        max_new_tokens,
-        batch_size,
-        mmlu,
-        mmlu_subjects,
-        mmlu_per_subject,
-        mmlu_shots,
-    )
     selected = NeuronSet.load(neurons) if neurons else None
     lm, tokenizer = load_for(settings)
     steering = nullcontext()
@@ -204,23 +207,12 @@ def sweep(
     negative amplifies). ablation: strength x the refusal direction's component removed.
     caa: strength x the mean difference subtracted at one layer.
     """
+    plan = make_plan(locals())
     from neurosteer.methods import check_methods
     from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
 
     chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
     settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
-    plan = make_plan(
-        harmful_sets,
-        n_harmful,
-        n_harmless,
-        n_xstest,
-        max_new_tokens,
-        batch_size,
-        mmlu,
-        mmlu_subjects,
-        mmlu_per_subject,
-        mmlu_shots,
-    )
     sweep_config = SweepConfig(
         model=settings.model,
         methods=chosen,
