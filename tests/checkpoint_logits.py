@@ -16,21 +16,25 @@ SCRIPT = r"""
 import json, sys
 import torch
 from transformers import AutoModelForCausalLM
-directory, ids_file, out_file = sys.argv[1:4]
+directory, ids_file, out_file, last_only = sys.argv[1:5]
 model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
 rows = json.loads(open(ids_file).read())
 with torch.no_grad():
-    logits = [model(input_ids=torch.tensor([ids])).logits[0].tolist() for ids in rows]
+    logits = [model(input_ids=torch.tensor([ids])).logits[0] for ids in rows]
+logits = [(x[-1:] if last_only == "1" else x).tolist() for x in logits]
 assert "neurosteer" not in sys.modules
 open(out_file, "w").write(json.dumps(logits))
 """
 
 
-def fresh_process_logits(directory: Path, token_ids: list[list[int]], work: Path) -> list[torch.Tensor]:
+def fresh_process_logits(
+    directory: Path, token_ids: list[list[int]], work: Path, *, last_only: bool = False
+) -> list[torch.Tensor]:
+    """``last_only`` keeps only the last position's logits (big vocabularies make the rest heavy)."""
     ids_file, out_file = work / "ids.json", work / "logits.json"
     ids_file.write_text(json.dumps(token_ids))
     subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(directory), str(ids_file), str(out_file)],
+        [sys.executable, "-c", SCRIPT, str(directory), str(ids_file), str(out_file), "1" if last_only else "0"],
         check=True,
         capture_output=True,
         text=True,
@@ -38,6 +42,7 @@ def fresh_process_logits(directory: Path, token_ids: list[list[int]], work: Path
     return [torch.tensor(rows) for rows in json.loads(out_file.read_text())]
 
 
-def in_process_logits(model, token_ids: list[list[int]]) -> list[torch.Tensor]:
+def in_process_logits(model, token_ids: list[list[int]], *, last_only: bool = False) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in token_ids]
+        logits = [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in token_ids]
+    return [x[-1:] for x in logits] if last_only else logits

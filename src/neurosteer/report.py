@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neurosteer.atomic import atomic_path
+from neurosteer.bounds import Bounds, best_within_bounds
 
 PLOTS = (
     ("refusal_harmful", "refusal on held-out harmful prompts", "refusal_vs_strength.png"),
@@ -94,6 +95,14 @@ def _png(fig, ax, *, legend: bool) -> bytes:
     return buffer.getvalue()
 
 
+def _best_row(best: dict[str, Any]) -> str:
+    strength = "none in bounds" if best["strength"] is None else f"{best['strength']:g}"
+    return (
+        f"<tr><td>{html.escape(best['method'])}</td><td>{strength}</td>"
+        f"<td>{best['refusal']:.3f}</td><td>{best['reduction']:.0%}</td></tr>"
+    )
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
@@ -148,6 +157,8 @@ def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
         for t, p in images
     )
     meaning = "".join(f"<li><b>{m}</b>: {html.escape(t)}</li>" for m, t in STRENGTH_MEANING.items())
+    bounds = Bounds()
+    best = "".join(_best_row(b) for b in best_within_bounds(rows, bounds))
     settings = html.escape(json.dumps(config.model_dump(), indent=2))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>neurosteer sweep: {html.escape(config.model)}</title>
@@ -163,6 +174,8 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 620px; }}
 <p>Strength 0 is the unsteered model. Refusal is judged by refusal markers on held-out prompts;
 KL is measured at the first answer token on harmless prompts against the unsteered model.</p>
 <ul>{meaning}</ul>
+<h2>Best setting per method while the model stays intact ({html.escape(bounds.describe())})</h2>
+<table><tr><th>method</th><th>strength</th><th>refusal</th><th>reduction</th></tr>{best}</table>
 <h2>Plots</h2>{figures}
 <h2>Results</h2><table>{table}</table>
 <h2>Sample answers</h2>{_samples(out, rows)}

@@ -242,4 +242,13 @@ def sweep(
             f"{row['kl']:.3f}",
         )
     console.print(table)
+    from neurosteer.bounds import Bounds, best_within_bounds
+
+    bounds = Bounds()
+    for best in best_within_bounds(rows, bounds):
+        where = "no strength" if best["strength"] is None else f"strength {best['strength']:g}"
+        console.print(
+            f"{best['method']}: refusal {best['refusal']:.2f} ({best['reduction']:.0%} lower) at {where} "
+            f"with {bounds.describe()}"
+        )
     console.print(f"report: {out / 'report.html'}")
