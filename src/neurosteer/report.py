@@ -168,7 +168,7 @@ table {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; vertical-align: top; }}
 table.answers td {{ text-align: left; max-width: 600px; }}
 pre {{ white-space: pre-wrap; margin: 0; font-size: 0.8rem; }}
-figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 620px; }}
+figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 560px; }}
 </style></head><body>
 <h1>Steering sweep on {html.escape(config.model)}</h1>
 <p>Strength 0 is the unsteered model. Refusal is judged by refusal markers on held-out prompts;
