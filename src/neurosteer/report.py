@@ -177,7 +177,7 @@ KL is measured at the first answer token on harmless prompts against the unsteer
 <h2>Best setting per method while the model stays intact ({html.escape(bounds.describe())})</h2>
 <table><tr><th>method</th><th>strength</th><th>refusal</th><th>reduction</th></tr>{best}</table>
 <h2>Plots</h2>{figures}
-<h2>Results</h2><table>{table}</table>
+<h2>Results</h2><div style="overflow-x: auto"><table>{table}</table></div>
 <h2>Sample answers</h2>{_samples(out, rows)}
 <h2>Settings</h2><pre>{settings}</pre>
 </body></html>
