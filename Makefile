@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/discovery.py
+	$(PY) bench/generation.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
