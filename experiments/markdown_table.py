@@ -1,6 +1,6 @@
 """Print a sweep's results.json as a Markdown table, with the best in-bounds cell per method.
 
-    python experiments/markdown_table.py runs/sweep-0.5b
+python experiments/markdown_table.py runs/sweep-0.5b
 """
 
 from __future__ import annotations
