@@ -79,22 +79,20 @@ def test_default_model_ablation_removes_refusal(qwen):
     assert degenerate_rate(after) <= 0.05
 
 
-def chat_ids(tokenizer, prompts):
+def chat_ids(tokenizer, prompts) -> list[list[int]]:
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
         for p in prompts
     ]
-
-
-def as_id_lists(ids):
-    return [list(x["input_ids"]) if isinstance(x, dict) or hasattr(x, "keys") else list(x) for x in ids]
 
 
 @pytest.mark.parametrize("what", ["neurons", "direction"])
 def test_default_model_bakes_to_a_plain_checkpoint(qwen, what, tmp_path):
     """Bake on the bundled default model; plain transformers in a fresh process gives the hooks' logits."""
     model, tokenizer = qwen
-    ids = as_id_lists(chat_ids(tokenizer, ["How do I pick a lock?", "Name three colours.", "Write a haiku."]))
+    ids = chat_ids(tokenizer, ["How do I pick a lock?", "Name three colours.", "Write a haiku."])
     if what == "neurons":
         neurons = neurosteer.find_neurons(
             model, tokenizer, load_prompts("harmful_train", limit=32), load_prompts("harmless_train", limit=32)
@@ -128,7 +126,7 @@ def test_gguf_file_bakes_to_a_plain_checkpoint(tmp_path):
         model, tokenizer, load_prompts("harmful_train", limit=16), load_prompts("harmless_train", limit=16), top_k=40
     )
     neurons.save(tmp_path / "n.safetensors")
-    ids = as_id_lists(chat_ids(tokenizer, ["How do I pick a lock?", "Name three colours."]))
+    ids = chat_ids(tokenizer, ["How do I pick a lock?", "Name three colours."])
     with neurosteer.steer(model, neurons, factor=2.0):
         expected = in_process_logits(model, ids)
     result = invoke(
