@@ -99,12 +99,7 @@ def score_matrix(name: str, stats, weights, direction_layer: int | None = None, 
     pos, neg = stats["neurons_pos"], stats["neurons_neg"]
     if name == "selective_all":  # the selective score with the damage counted at every position
         inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
-        direction = stats["residual_pos"].mean - stats["residual_neg"].mean
-        direction = (direction / direction.norm(dim=1, keepdim=True)).float()
-        benefit = pos.mean.float() * torch.einsum("lhn,lh->ln", weights, direction)
-        cost = stats["neg_all_ms"].float() * weights.norm(dim=1).square()
-        floor = torch.quantile(cost.flatten()[::4], scores.COST_FLOOR_QUANTILE)
-        return benefit.clamp(min=0) / (cost + floor).sqrt()
+        return scores.selective_scores(inputs, lay, negative_mean_square=stats["neg_all_ms"]).float()
     if name in ("mean_diff", "standardized", "selective"):
         inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
         return neuron_scores(name, inputs, lay).float()

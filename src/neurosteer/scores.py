@@ -71,8 +71,14 @@ def output_columns(lay: Layout, layer: int) -> torch.Tensor:
     return weight.T if lay.arch.conv1d else weight
 
 
-def selective_scores(inputs: ScoreInputs, lay: Layout) -> torch.Tensor:
+def selective_scores(
+    inputs: ScoreInputs, lay: Layout, negative_mean_square: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The selective score; ``negative_mean_square`` (``[layers, neurons]``) replaces the
+    last-token E⁻[a²] in the cost, e.g. with a mean over every position."""
     assert inputs.residual_positive is not None and inputs.residual_negative is not None
+    if negative_mean_square is None:
+        negative_mean_square = inputs.neurons_negative.mean_square
     direction = inputs.residual_positive.mean - inputs.residual_negative.mean
     direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12)
     benefit = torch.empty_like(inputs.neurons_positive.mean)
@@ -80,6 +86,6 @@ def selective_scores(inputs: ScoreInputs, lay: Layout) -> torch.Tensor:
     for layer in range(lay.n_layers):
         columns = output_columns(lay, layer)
         benefit[layer] = inputs.neurons_positive.mean[layer] * (direction[layer] @ columns)
-        cost[layer] = inputs.neurons_negative.mean_square[layer] * columns.square().sum(0)
+        cost[layer] = negative_mean_square[layer].to(columns.dtype) * columns.square().sum(0)
     floor = torch.quantile(cost.flatten().float()[:: max(1, cost.numel() // 1_000_000)], COST_FLOOR_QUANTILE)
     return benefit.clamp(min=0) / (cost + float(floor)).sqrt()
