@@ -7,6 +7,7 @@ statistics, so nothing of size ``prompts x layers x neurons`` is ever kept.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -16,27 +17,54 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.architectures import Layout, layout
 from neurosteer.console import track
-from neurosteer.encoding import (
-    Batch,
-    encode,
-    format_prompts,
-    has_chat_template,
-    input_device,
-    iter_batches,
-    pad_token_id,
-)
+from neurosteer.encoding import Batch, encode_prompts, input_device, iter_batches, pad_token_id
+from neurosteer.errors import NeurosteerWarning
 from neurosteer.hooks import first_tensor, installed_hooks
 from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.stats import RunningStats
+from neurosteer.validation import prompt_list
 
 
 def tokenize_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, chat_template: bool = True
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    chat_template: bool = True,
+    model: nn.Module | None = None,
 ) -> list[list[int]]:
-    """Token ids of each prompt, formatted with the chat template when asked and available."""
-    templated = chat_template and has_chat_template(tokenizer)
-    texts = format_prompts(tokenizer, prompts, chat_template=chat_template)
-    return encode(tokenizer, texts, templated=templated)
+    """Token ids of each prompt, formatted with the chat template when asked and available.
+
+    Control strings inside a prompt are kept as text (see :func:`encode_prompts`); prompts longer
+    than the context window (the model's, given ``model``, else the tokenizer's) are reported
+    with a :class:`NeurosteerWarning`.
+    """
+    ids = encode_prompts(tokenizer, prompt_list("prompts", prompts), chat_template=chat_template)
+    warn_if_too_long(context_window(tokenizer, model), ids)
+    return ids
+
+
+def context_window(tokenizer: PreTrainedTokenizerBase, model: nn.Module | None) -> int | None:
+    """The longest input the model was built for, when its config or tokenizer says so."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10_000_000 else None
+
+
+def warn_if_too_long(limit: int | None, ids: Sequence[Sequence[int]]) -> None:
+    if limit is None:
+        return
+    long = [i for i, seq in enumerate(ids) if len(seq) > limit]
+    if long:
+        warnings.warn(
+            f"{len(long)} prompt(s) (first: number {long[0]}) are longer than the model's context window "
+            f"of {limit} tokens; the model's answers to them are unreliable",
+            NeurosteerWarning,
+            stacklevel=3,
+        )
 
 
 def forward_base(model: nn.Module, batch: Batch, prefix: PrefixCache | None = None) -> Any:
@@ -91,7 +119,7 @@ def last_token_stats(
     lay = lay or layout(model)
     widths = {"neurons": lay.neurons_per_layer, "residual": lay.hidden_size}
     stats = {site: RunningStats(lay.n_layers, widths[site]) for site in sites}
-    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template)
+    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     device = input_device(model)
     prefix = None
     if share_prefix and (length := shared_prefix_length(ids)) >= MIN_PREFIX:

@@ -16,9 +16,11 @@ from torch import nn
 
 from neurosteer import __version__
 from neurosteer.architectures import Layout, _resolve, layout
+from neurosteer.baselines import unit_direction
 from neurosteer.errors import NeurosteerError
 from neurosteer.neuronset import NeuronSet
 from neurosteer.steering import Factor, per_neuron_factors
+from neurosteer.validation import finite
 
 
 def _check_in_memory(weight: torch.Tensor) -> None:
@@ -70,9 +72,8 @@ def _project_rows_or_columns(weight: torch.Tensor, unit: torch.Tensor, hidden_ax
 def bake_direction(model: nn.Module, direction: torch.Tensor, strength: float = 1.0) -> nn.Module:
     """Orthogonalize every residual-stream write to ``direction`` (directional ablation as weights)."""
     lay = layout(model)
-    if direction.shape != (lay.hidden_size,):
-        raise NeurosteerError(f"direction must have shape ({lay.hidden_size},), got {tuple(direction.shape)}")
-    unit = (direction / direction.norm().clamp(min=1e-12)).double()
+    unit = unit_direction(direction, lay.hidden_size).double()
+    finite("strength", strength)
     embeddings = [model.get_input_embeddings()]
     if lay.arch.position_embeddings:
         embeddings.append(_resolve(model.base_model, lay.arch.position_embeddings, lay.model_type))

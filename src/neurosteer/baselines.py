@@ -25,6 +25,7 @@ from neurosteer.activations import last_token_stats
 from neurosteer.architectures import layout
 from neurosteer.errors import SettingsError
 from neurosteer.hooks import DeviceCache, first_tensor, installed_hooks, replace_first
+from neurosteer.validation import finite
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ def residual_directions(
     return ResidualDirections(diff=(pos.mean - neg.mean).float(), norm=both.sqrt().float())
 
 
+def unit_direction(direction: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    """``direction`` scaled to unit length; wrong shapes, NaNs and the zero vector are refused."""
+    if not isinstance(direction, torch.Tensor) or direction.shape != (hidden_size,):
+        shape = tuple(direction.shape) if isinstance(direction, torch.Tensor) else type(direction).__name__
+        raise SettingsError(f"direction must be a tensor of shape ({hidden_size},), got {shape}")
+    if not bool(torch.isfinite(direction).all()):
+        raise SettingsError("direction holds NaN or infinite values")
+    norm = direction.double().norm()
+    if not norm > 0:
+        raise SettingsError("direction is the zero vector; the two prompt sets gave the same mean")
+    return (direction.double() / norm).float()
+
+
 def _add_hook(vector: torch.Tensor):
     cache = DeviceCache(vector)
 
@@ -81,6 +95,7 @@ def add_vector(model: nn.Module, directions: ResidualDirections, layer: int, coe
     Negative coefficients push away from the positive set's behaviour (e.g. less refusal).
     """
     directions.check_layer(layer)
+    finite("coefficient", coefficient)
     lay = layout(model)
     with installed_hooks(post=[(lay.layers[layer], _add_hook(coefficient * directions.diff[layer]))]):
         yield model
@@ -116,9 +131,8 @@ def ablate_direction(model: nn.Module, direction: torch.Tensor, strength: float 
     ``strength`` scales the removed component: 1 removes it, 0 changes nothing, 2 reflects it.
     """
     lay = layout(model)
-    if direction.shape != (lay.hidden_size,):
-        raise SettingsError(f"direction must have shape ({lay.hidden_size},), got {tuple(direction.shape)}")
-    unit = (direction / direction.norm().clamp(min=1e-12)).float()
+    unit = unit_direction(direction, lay.hidden_size)
+    finite("strength", strength)
     pre, post = _projection_hook(unit, strength)
     writers = lay.attn_writers() + lay.mlp_writers()
     with installed_hooks(post=[(module, post) for module in writers], pre_with_kwargs=[(lay.layers[0], pre)]):

@@ -147,9 +147,9 @@ def _convert(gguf: Path, hf_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from neurosteer.checkpoint import save_checkpoint
-    from neurosteer.console import console
+    from neurosteer.console import console, safe
 
-    console.print(f"[dim]converting {gguf.name} into {hf_dir} (once)[/dim]")
+    console.print(f"[dim]converting {safe(gguf.name)} into {safe(hf_dir)} (once)[/dim]")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     save_checkpoint(loaded, tokenizer, hf_dir, overwrite=True)

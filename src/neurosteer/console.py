@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,9 +15,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(stderr=True)
 T = TypeVar("T")
+
+
+def plain(text: object) -> Text:
+    """User text (a prompt, an answer, a path) as a rich ``Text``: never read as markup."""
+    return Text(str(text))
+
+
+def safe(text: object) -> str:
+    """User text escaped for use inside a markup string."""
+    return escape(str(text))
 
 
 def track(items: Iterable[T], description: str, *, total: int | None = None, enabled: bool = True) -> Iterator[T]:

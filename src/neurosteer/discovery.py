@@ -18,6 +18,7 @@ from neurosteer.fingerprint import prompts_fingerprint
 from neurosteer.neuronset import ModelSignature, NeuronSet
 from neurosteer.scores import NEEDS_RESIDUAL, ScoreInputs, check_score, neuron_scores
 from neurosteer.stats import RunningStats
+from neurosteer.validation import finite, prompt_list, whole
 
 ScoreName = Literal["mean_diff", "standardized", "selective"]
 
@@ -27,17 +28,18 @@ def count_to_keep(total: int, fraction: float | None, top_k: int | None) -> int:
     if fraction is not None and top_k is not None:
         raise SettingsError("give either fraction or top_k, not both")
     if top_k is not None:
-        if top_k < 1:
-            raise SettingsError(f"top_k must be at least 1, got {top_k}")
-        return min(top_k, total)
+        return min(whole("top_k", top_k), total)
     if fraction is None:
         fraction = DISCOVERY.fraction
-    if not 0 < fraction <= 1:
+    if not 0 < finite("fraction", fraction) <= 1:
         raise SettingsError(f"fraction must be in (0, 1], got {fraction}")
     return max(1, round(fraction * total))
 
 
 def check_filters(n_layers: int, skip_layers: int, drop_universal: float | None) -> None:
+    whole("skip_layers", skip_layers, minimum=0)
+    if drop_universal is not None:
+        finite("drop_universal", drop_universal)
     if not 0 <= skip_layers < n_layers:
         raise SettingsError(f"skip_layers must be in [0, {n_layers - 1}] for this model, got {skip_layers}")
     if drop_universal is not None and not 0 < drop_universal < 1:
@@ -105,8 +107,13 @@ def find_neurons(
     Returns:
         A :class:`NeuronSet` sorted by |score|, largest first.
     """
-    if not positive or not negative:
-        raise SettingsError("find_neurons needs at least one positive and one negative prompt")
+    positive, negative = prompt_list("positive", positive), prompt_list("negative", negative)
+    whole("batch_size", batch_size)
+    if sorted(positive) == sorted(negative):
+        raise SettingsError(
+            "the positive and negative prompts are the same; give prompts that show the behaviour "
+            "and prompts that do not"
+        )
     score = score or DISCOVERY.score
     skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
     check_score(score)
@@ -170,9 +177,16 @@ def select_neurons(
     The building block of :func:`find_neurons`, public so that other scores computed from the
     same statistics can be tried without another pass over the prompts.
     """
+    if not bool(torch.isfinite(scores).all()):
+        raise SettingsError("some neuron scores are NaN or infinite; the model produced non-finite activations")
     universal = ((positive.total_sq + negative.total_sq) / (positive.count + negative.count)).sqrt()
     allowed = candidate_mask(universal, skip_layers, drop_universal)
     layers, indices = rank(scores, allowed, k)
+    if not bool(scores[layers, indices].abs().max() > 0):
+        raise SettingsError(
+            "no neuron separates the two prompt sets (every selected score is 0); "
+            "check that the positive and negative prompts differ in the behaviour"
+        )
     return NeuronSet(
         layers=layers,
         indices=indices,

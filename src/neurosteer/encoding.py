@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from neurosteer.errors import SettingsError
+from neurosteer.validation import whole
+
 
 def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
@@ -32,6 +35,59 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, template
     """Token ids of each text. Templated text already carries its special tokens."""
     encoded = tokenizer(list(texts), add_special_tokens=not templated)["input_ids"]
     return [list(ids) for ids in encoded]
+
+
+def control_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The texts the tokenizer turns into special (control) tokens, e.g. ``<|im_start|>``."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    found = {token.content for token in decoder.values() if getattr(token, "special", False)}
+    found.update(getattr(tokenizer, "all_special_tokens", []) or [])
+    return sorted(s for s in found if s)
+
+
+def _as_text(tokenizer: PreTrainedTokenizerBase, text: str, *, add_special_tokens: bool) -> list[int]:
+    """Token ids of ``text`` with any control strings in it spelled out as ordinary text."""
+    return list(tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"])
+
+
+# A private-use character marks where the prompt goes in the formatted template.
+_SLOT = "\ue000"
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, chat_template: bool = True
+) -> list[list[int]]:
+    """Token ids of each prompt as a user would send it.
+
+    A prompt that contains a control string such as ``<|im_start|>`` or ``<|endoftext|>`` is
+    tokenized with that string as plain text, so a prompt can never open or close a chat turn
+    of its own; the template around it keeps its real control tokens. Prompts without control
+    strings are tokenized exactly as the template renders them.
+    """
+    templated = chat_template and has_chat_template(tokenizer)
+    texts = format_prompts(tokenizer, prompts, chat_template=chat_template)
+    ids = encode(tokenizer, texts, templated=templated)
+    controls = control_strings(tokenizer)
+    for i, prompt in enumerate(prompts):
+        if not any(c in prompt for c in controls):
+            continue
+        if not templated:
+            ids[i] = _as_text(tokenizer, prompt, add_special_tokens=True)
+            continue
+        slot = format_prompts(tokenizer, [_SLOT], chat_template=True)[0]
+        before, found, after = slot.partition(_SLOT)
+        if not found:
+            raise SettingsError(
+                f"prompt {i} contains the control string(s) "
+                f"{', '.join(repr(c) for c in controls if c in prompt)}, and this chat template rewrites prompts, "
+                "so they cannot be kept as plain text; remove them from the prompt"
+            )
+        ids[i] = (
+            encode(tokenizer, [before], templated=True)[0]
+            + _as_text(tokenizer, prompt, add_special_tokens=False)
+            + encode(tokenizer, [after], templated=True)[0]
+        )
+    return ids
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -75,10 +131,9 @@ def iter_batches(
     sort_by_length: bool = True,
 ) -> Iterator[Batch]:
     """Padded batches of ``token_ids``; longest first when sorting, to waste little padding."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    whole("batch_size", batch_size)
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        raise SettingsError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     order = list(range(len(token_ids)))
     if sort_by_length:
         order.sort(key=lambda i: len(token_ids[i]), reverse=True)

@@ -1,7 +1,9 @@
 """Errors that carry a message meant for the user.
 
-The CLI prints any ``NeurosteerError`` as one line and exits with status 2; library users can
-catch the base class. Messages say what went wrong and what to do about it.
+The CLI prints any ``NeurosteerError`` as one line (``error: ...``) and exits with status 2;
+library users can catch the base class. Messages say what went wrong and what to do about it.
+Errors about a bad value are also ``ValueError``s, so code written against plain Python
+conventions keeps working.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ class IncompatibleNeuronsError(NeurosteerError):
     """A neuron set was discovered on a model of another type or shape."""
 
 
-class PromptFileError(NeurosteerError):
+class NeuronFileError(NeurosteerError, ValueError):
+    """A neuron-set file or object holds arrays that cannot describe neurons of a model."""
+
+
+class PromptFileError(NeurosteerError, ValueError):
     """A prompt file or prompt-set name cannot be read as a list of prompts."""
 
 
@@ -27,5 +33,13 @@ class ModelLoadError(NeurosteerError):
     """A model path, GGUF file, bundled name or hub id cannot be loaded."""
 
 
-class SettingsError(NeurosteerError):
-    """A setting is outside its allowed range."""
+class SettingsError(NeurosteerError, ValueError):
+    """A setting or argument is outside its allowed range or of the wrong kind."""
+
+
+class OutputError(NeurosteerError):
+    """An output location cannot be written."""
+
+
+class NeurosteerWarning(UserWarning):
+    """Something ran, but probably not as the user meant (e.g. a prompt longer than the context)."""

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.activations import tokenize_prompts
 from neurosteer.console import track
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.validation import whole
 
 
 def generate(
@@ -29,9 +30,8 @@ def generate(
     Prompts are sorted by length and left-padded, so a batch wastes little compute; the answers
     come back in the order of ``prompts``. Whatever steering is active applies.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template)
+    whole("max_new_tokens", max_new_tokens)
+    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     pad = pad_token_id(tokenizer)
     answers: list[str] = [""] * len(prompts)
     device = input_device(model)

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from neurosteer.architectures import architecture_for
 from neurosteer.bundled import BUNDLED, bundled_directory
 from neurosteer.errors import ModelLoadError
+from neurosteer.validation import check_device
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -32,6 +34,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelLoadError(f"{path}: expected a model directory or a .gguf file")
+        check_gguf_magic(path)
         return str(path.parent), {"gguf_file": path.name}
     if _looks_like_hub_id(name):
         return name, {}
@@ -39,6 +42,31 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
         f"{name}: no such model directory or file, and not a bundled model "
         f"({', '.join(BUNDLED)}) or a hub id like 'org/name'"
     )
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_magic(path: Path) -> None:
+    """Refuse a file that does not start like a GGUF file, before any parser sees it."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head != GGUF_MAGIC:
+        raise ModelLoadError(f"{path}: not a GGUF file (it does not start with 'GGUF'); give a real .gguf model")
+
+
+# What loading a damaged or foreign checkpoint raises from inside transformers, safetensors or torch.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, SafetensorError)
+
+
+def _hint(exc: BaseException) -> str:
+    text = _first_line(exc)
+    if "trust_remote_code" in str(exc):
+        return f"{text}; this model needs its own code: pass --trust-remote-code if you trust it"
+    return text
 
 
 def load_model(
@@ -57,12 +85,14 @@ def load_model(
     layers) or a hub id. The architecture is checked from the config before any weight loads.
     ``device_map`` (e.g. ``"auto"``) dispatches layers over several devices with accelerate.
     """
+    if device is not None:
+        check_device(str(device))
     source, extra = resolve(name_or_path)
-    common = {"trust_remote_code": trust_remote_code, **extra}
+    common = {"trust_remote_code": bool(trust_remote_code), **extra}
     try:
         config = AutoConfig.from_pretrained(source, **common)
-    except OSError as exc:
-        raise ModelLoadError(f"{name_or_path}: cannot read its config ({_first_line(exc)})") from None
+    except _LOAD_ERRORS as exc:
+        raise ModelLoadError(f"{name_or_path}: cannot read its config ({_hint(exc)})") from None
     architecture_for(config.model_type)
     kwargs: dict[str, Any] = {"dtype": dtype, **common}
     if device_map is not None:
@@ -72,8 +102,10 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{name_or_path}: cannot load the model ({_first_line(exc)})") from None
+    except _LOAD_ERRORS as exc:
+        raise ModelLoadError(
+            f"{name_or_path}: cannot load the model ({_hint(exc)}); check or replace its files"
+        ) from None
     if device is not None and device_map is None:
         model.to(device)
     return model.eval(), tokenizer

@@ -18,10 +18,12 @@ from torch import nn
 
 from neurosteer.architectures import Layout, layout
 from neurosteer.atomic import atomic_path
-from neurosteer.errors import IncompatibleNeuronsError, NeurosteerError
+from neurosteer.errors import IncompatibleNeuronsError, NeuronFileError, NeurosteerError
 from neurosteer.fingerprint import config_fingerprint, short_hash
+from neurosteer.validation import whole
 
 FORMAT_VERSION = 1
+_WHOLE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _ARRAYS = ("layers", "indices", "scores", "mean_positive", "mean_negative")
 
 
@@ -35,6 +37,14 @@ class ModelSignature:
     hidden_size: int
     config_fingerprint: str
 
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "neurons_per_layer", "hidden_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NeuronFileError(f"model signature: {name} must be a positive whole number, got {value!r}")
+        if not isinstance(self.model_type, str) or not self.model_type:
+            raise NeuronFileError(f"model signature: model_type must be a name, got {self.model_type!r}")
+
     @classmethod
     def of(cls, model: nn.Module, lay: Layout | None = None) -> ModelSignature:
         lay = lay or layout(model)
@@ -45,6 +55,43 @@ class ModelSignature:
             hidden_size=lay.hidden_size,
             config_fingerprint=config_fingerprint(model),
         )
+
+
+def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
+    """Refuse arrays that cannot describe distinct neurons of ``model``.
+
+    Negative indices would wrap around (silently steering another neuron), indices past the
+    layer width would fail deep inside torch, and NaN scores or means poison every later step.
+    """
+    for name, values in arrays.items():
+        if not isinstance(values, torch.Tensor):
+            raise NeuronFileError(f"{name} must be a tensor, got {type(values).__name__}")
+        if values.ndim != 1:
+            raise NeuronFileError(f"{name} must be one-dimensional, got shape {tuple(values.shape)}")
+    lengths = {len(values) for values in arrays.values()}
+    if len(lengths) != 1:
+        raise NeuronFileError("layers, indices, scores and means must have the same length")
+    if not lengths.pop():
+        raise NeuronFileError("the set holds no neurons")
+    for name in ("layers", "indices"):
+        if arrays[name].dtype not in _WHOLE_DTYPES:
+            raise NeuronFileError(f"{name} must hold whole numbers, got {arrays[name].dtype}")
+    for name in ("scores", "mean_positive", "mean_negative"):
+        if not arrays[name].dtype.is_floating_point:
+            raise NeuronFileError(f"{name} must hold floating-point numbers, got {arrays[name].dtype}")
+        if not bool(torch.isfinite(arrays[name]).all()):
+            raise NeuronFileError(f"{name} holds NaN or infinite values")
+    layers, indices = arrays["layers"].long(), arrays["indices"].long()
+    for name, values, limit in (("layers", layers, model.n_layers), ("indices", indices, model.neurons_per_layer)):
+        if int(values.min()) < 0 or int(values.max()) >= limit:
+            raise NeuronFileError(
+                f"{name} must lie in [0, {limit - 1}] for a {model.model_type} model with "
+                f"{model.n_layers} layers x {model.neurons_per_layer} neurons; "
+                f"found {int(values.min())}..{int(values.max())}"
+            )
+    flat = layers * model.neurons_per_layer + indices
+    if len(torch.unique(flat)) != len(flat):
+        raise NeuronFileError("the same neuron is listed more than once")
 
 
 @dataclass
@@ -62,9 +109,7 @@ class NeuronSet:
     version: str = ""
 
     def __post_init__(self) -> None:
-        lengths = {len(getattr(self, name)) for name in _ARRAYS}
-        if len(lengths) != 1:
-            raise ValueError("layers, indices, scores and means must have the same length")
+        check_arrays({name: getattr(self, name) for name in _ARRAYS}, self.model)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -82,8 +127,7 @@ class NeuronSet:
 
     def top(self, k: int) -> NeuronSet:
         """The first ``k`` neurons (the largest |score|), as a new set."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        whole("k", k)
         arrays = {name: getattr(self, name)[:k].clone() for name in _ARRAYS}
         method = {**self.method, "top_k": min(k, len(self)), "fraction": None}
         return NeuronSet(**arrays, model=self.model, method=method, prompts=self.prompts, version=self.version)
@@ -151,10 +195,13 @@ class NeuronSet:
         if not path.is_file():
             raise NeurosteerError(f"{path}: no such neuron-set file; create one with 'neurosteer discover'")
         try:
+            tensors = load_file(str(path))
             with safe_open(str(path), framework="pt") as handle:
                 header = handle.metadata() or {}
-            tensors = load_file(str(path))
             meta = json.loads(header["neurosteer"])
+            missing = [name for name in _ARRAYS if name not in tensors]
+            if missing:
+                raise NeuronFileError(f"missing arrays {', '.join(missing)}")
             neurons = cls(
                 **{name: tensors[name] for name in _ARRAYS},
                 model=ModelSignature(**meta["model"]),
@@ -162,8 +209,13 @@ class NeuronSet:
                 prompts=meta.get("prompts", {}),
                 version=meta.get("version", ""),
             )
-        except (SafetensorError, KeyError, TypeError, ValueError, OSError) as exc:
-            raise NeurosteerError(f"{path}: not a neurosteer neuron-set file ({type(exc).__name__}: {exc})") from None
+        except NeuronFileError as exc:
+            raise NeuronFileError(f"{path}: invalid neuron set: {exc}; discover the neurons again") from None
+        except (SafetensorError, KeyError, TypeError, ValueError, OSError, AttributeError) as exc:
+            raise NeuronFileError(
+                f"{path}: not a neurosteer neuron-set file ({type(exc).__name__}: {exc}); "
+                "create one with 'neurosteer discover'"
+            ) from None
         if model is not None:
             neurons.check_compatible(model)
         return neurons

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,13 +14,21 @@ from neurosteer.architectures import Layout, layout
 from neurosteer.errors import SettingsError
 from neurosteer.hooks import DeviceCache, installed_hooks
 from neurosteer.neuronset import NeuronSet
+from neurosteer.validation import finite, whole
 
 Factor = float | Sequence[float] | torch.Tensor
 
 
 def per_neuron_factors(neurons: NeuronSet, factor: Factor) -> torch.Tensor:
     """``factor`` as a float tensor aligned with ``neurons`` (a scalar is broadcast)."""
-    values = torch.as_tensor(factor, dtype=torch.float32)
+    if isinstance(factor, numbers.Real):
+        finite("factor", factor)
+    try:
+        values = torch.as_tensor(factor, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise SettingsError(f"factor must be a number or one number per neuron, got {type(factor).__name__}") from None
+    if not bool(torch.isfinite(values).all()):
+        raise SettingsError("factor must be finite (no NaN or infinity)")
     if values.ndim == 0:
         return values.expand(len(neurons)).clone()
     if values.shape != (len(neurons),):
@@ -72,9 +81,13 @@ def steer(
     generated token); families that flatten positions inside the MLP (OPT) ignore it.
     Works for ``forward`` and ``generate``; hooks are removed on exit, also on an exception, and
     nested blocks compose (their factors multiply).
+
+    Steering is a property of the model object, not of the caller: while the block runs, every
+    forward pass of ``model`` is steered, including passes from other threads. Give each thread
+    its own model copy if some of them must stay unsteered.
     """
-    if last_positions is not None and last_positions < 1:
-        raise SettingsError(f"last_positions must be at least 1, got {last_positions}")
+    if last_positions is not None:
+        whole("last_positions", last_positions)
     lay = layout(model)
     neurons.check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)

@@ -7,18 +7,21 @@ from typing import Annotated
 
 import typer
 
+from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     ConfigOpt,
     DeviceMapOpt,
     DeviceOpt,
     ModelOpt,
+    TrustOpt,
     app,
     friendly_errors,
     load_for,
     settings_from,
 )
-from neurosteer.console import console
+from neurosteer.console import console, plain, safe
 from neurosteer.errors import SettingsError
+from neurosteer.validation import finite
 
 
 @app.command(name="bake")
@@ -41,6 +44,7 @@ def bake_command(
     dtype: Annotated[str, typer.Option(help="dtype of the written weights: float32, bfloat16 or float16.")] = "float32",
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
     device: DeviceOpt = None,
     device_map: DeviceMapOpt = None,
     config: ConfigOpt = None,
@@ -52,12 +56,14 @@ def bake_command(
 
     if (neurons is None) == (direction_from is None):
         raise SettingsError("give exactly one of --neurons or --ablate-direction")
+    finite("--factor", factor)
     written_dtype = parse_dtype(dtype)
     if out.exists() and not force:
         raise SettingsError(f"{out} already exists; choose another directory or pass --force")
+    check_writable(out, directory=True)
     settings = settings_from(config, model=model, device=device, device_map=device_map)
     selected = NeuronSet.load(neurons) if neurons else None
-    lm, tokenizer = load_for(settings)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     if selected is not None:
         bake(lm, selected, factor)
         record = bake_record(selected, factor, source=settings.model, dtype=dtype)
@@ -85,6 +91,8 @@ def bake_command(
             prompts=[positive, negative],
             n_train=n_train,
         )
-    with console.status(f"writing {out}"):
+    with console.status(f"writing {safe(out)}"):
         save_checkpoint(lm, tokenizer, out, dtype=written_dtype, record=record, overwrite=force)
-    console.print(f"baked checkpoint written to {out}; load it with AutoModelForCausalLM.from_pretrained('{out}')")
+    console.print(
+        plain(f"baked checkpoint written to {out}; load it with AutoModelForCausalLM.from_pretrained('{out}')")
+    )

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.text import Text
 
 from neurosteer.checkpoint import parse_dtype
-from neurosteer.console import console
+from neurosteer.console import console, safe
 from neurosteer.errors import NeurosteerError
 from neurosteer.settings import Settings, load_settings
 
@@ -42,6 +43,14 @@ ChatOpt = Annotated[
     bool | None,
     typer.Option("--chat-template/--no-chat-template", help="Format prompts with the model's chat template."),
 ]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Let the model run its own Python code from its directory or hub repository. Needed on every "
+        "command that loads such a model; never read from the environment or a settings file.",
+    ),
+]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
@@ -57,6 +66,11 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def print_error(message: str) -> None:
+    """One line, ``error: ...``; the message is plain text, never markup."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def friendly_errors(command: F) -> F:
     """Print a ``NeurosteerError`` as one line and exit with status 2."""
 
@@ -66,7 +80,11 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except NeurosteerError as exc:
-            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+        except OSError as exc:  # a disk that filled up or a file that vanished mid-run
+            where = f"{exc.filename}: " if exc.filename else ""
+            print_error(f"{where}{exc.strerror or exc}; nothing was written in its place")
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -76,15 +94,18 @@ def settings_from(config: Path | None, **flags: Any) -> Settings:
     return load_settings(config, **flags)
 
 
-def load_for(settings: Settings):
-    """Load the model and tokenizer the settings name, with a status line."""
+def load_for(settings: Settings, *, trust_remote_code: bool = False):
+    """Load the model and tokenizer the settings name, with a status line.
+
+    ``trust_remote_code`` comes from the command's own flag, never from the settings.
+    """
     from neurosteer.models import load_model
 
-    with console.status(f"loading {settings.model}"):
+    with console.status(f"loading {safe(settings.model)}"):
         return load_model(
             settings.model,
             dtype=parse_dtype(settings.dtype),
             device=settings.device,
             device_map=settings.device_map,
-            trust_remote_code=settings.trust_remote_code,
+            trust_remote_code=trust_remote_code,
         )

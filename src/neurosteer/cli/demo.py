@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.cli.common import ModelOpt, ProgressOpt, app, friendly_errors, load_for, settings_from
-from neurosteer.console import console
+from neurosteer.atomic import check_writable
+from neurosteer.cli.common import ModelOpt, ProgressOpt, TrustOpt, app, friendly_errors, load_for, settings_from
+from neurosteer.console import console, plain, safe
 from neurosteer.defaults import DEMO, STEERING
+from neurosteer.validation import finite
 
 
 @app.command()
@@ -20,6 +22,7 @@ def demo(
         "runs/demo"
     ),
     model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
     n_train: Annotated[int, typer.Option(help="Harmful and harmless training prompts each.")] = DEMO.n_train,
     n_eval: Annotated[int, typer.Option(help="Evaluation prompts per set.")] = DEMO.n_eval,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = DEMO.max_new_tokens,
@@ -30,8 +33,10 @@ def demo(
     """Discover refusal neurons, ablate them, and compare refusal before and after."""
     from neurosteer.demo import run_demo
 
+    finite("--factor", factor)
+    check_writable(out, directory=True)
     settings = settings_from(None, model=model)
-    lm, tokenizer = load_for(settings)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     result = run_demo(
         lm,
         tokenizer,
@@ -73,8 +78,8 @@ def demo(
         i for i in range(len(harmful.prompts)) if is_refusal(harmful.before[i]) and not is_refusal(harmful.after[i])
     ]
     for i in (flipped or list(range(len(harmful.prompts))))[:1]:
-        examples.add_row(harmful.prompts[i], harmful.before[i], harmful.after[i])
+        examples.add_row(plain(harmful.prompts[i]), plain(harmful.before[i]), plain(harmful.after[i]))
     harmless = result.sets[1]
-    examples.add_row(harmless.prompts[0], harmless.before[0], harmless.after[0])
+    examples.add_row(plain(harmless.prompts[0]), plain(harmless.before[0]), plain(harmless.after[0]))
     console.print(examples)
-    console.print(f"neuron set, answers and summary written to {out}/")
+    console.print(f"neuron set, answers and summary written to {safe(out)}/")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ChatOpt,
@@ -15,12 +16,13 @@ from neurosteer.cli.common import (
     DeviceOpt,
     ModelOpt,
     ProgressOpt,
+    TrustOpt,
     app,
     friendly_errors,
     load_for,
     settings_from,
 )
-from neurosteer.console import console
+from neurosteer.console import console, safe
 from neurosteer.defaults import DISCOVERY
 from neurosteer.errors import SettingsError
 from neurosteer.prompts import load_prompts
@@ -35,6 +37,7 @@ def discover(
     negative: Annotated[str, typer.Option("--negative", "-n", help=f"Prompts without it. {PROMPT_HELP}")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the neuron set (.safetensors).")],
     model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
     fraction: Annotated[
         float | None, typer.Option(help=f"Share of all MLP neurons to keep (default {DISCOVERY.fraction}).")
     ] = None,
@@ -61,6 +64,7 @@ def discover(
 
     if fraction is not None and not 0 < fraction <= 1:
         raise SettingsError(f"--fraction must be in (0, 1], got {fraction}")
+    check_writable(out if out.suffix == ".safetensors" else out.with_name(out.name + ".safetensors"))
     settings = settings_from(
         config,
         model=model,
@@ -71,7 +75,7 @@ def discover(
     )
     pos = load_prompts(positive, column=column, limit=n_positive)
     neg = load_prompts(negative, column=column, limit=n_negative)
-    lm, tokenizer = load_for(settings)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     neurons = find_neurons(
         lm,
         tokenizer,
@@ -90,5 +94,5 @@ def discover(
     layers = neurons.count_by_layer()
     console.print(
         f"found {len(neurons)} neurons over {len(layers)} layers "
-        f"({len(pos)} positive, {len(neg)} negative prompts) -> {path}"
+        f"({len(pos)} positive, {len(neg)} negative prompts) -> {safe(path)}"
     )

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ConfigOpt,
@@ -17,13 +18,15 @@ from neurosteer.cli.common import (
     DeviceOpt,
     ModelOpt,
     ProgressOpt,
+    TrustOpt,
     app,
     friendly_errors,
     load_for,
     settings_from,
 )
-from neurosteer.console import console
+from neurosteer.console import console, plain, safe
 from neurosteer.errors import SettingsError
+from neurosteer.validation import finite
 
 SetsOpt = Annotated[
     str,
@@ -73,11 +76,11 @@ def make_plan(options: dict):
     try:
         return EvalPlan(
             harmful_sets=sets,
-            n_harmful=options["n_harmful"] or 100,
+            n_harmful=100 if options["n_harmful"] is None else options["n_harmful"],
             n_harmless=options["n_harmless"],
             n_xstest=options["n_xstest"],
             max_new_tokens=options["max_new_tokens"],
-            batch_size=options["batch_size"] or 32,
+            batch_size=32 if options["batch_size"] is None else options["batch_size"],
             mmlu=options["mmlu"],
             mmlu_subjects=[s.strip() for s in subjects.split(",")] if subjects else None,
             mmlu_per_subject=options["mmlu_per_subject"],
@@ -94,7 +97,7 @@ def load_judge(name: str | None, batch_size: int):
     from neurosteer.metrics.judge import RefusalJudge
     from neurosteer.models import load_model
 
-    with console.status(f"loading judge {name}"):
+    with console.status(f"loading judge {safe(name)}"):
         judge_model, judge_tokenizer = load_model(name)
     return RefusalJudge(judge_model, judge_tokenizer, batch_size=batch_size)
 
@@ -118,6 +121,7 @@ def evaluate(
     mmlu_shots: ShotsOpt = 0,
     judge: JudgeOpt = None,
     model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     device_map: DeviceMapOpt = None,
@@ -134,9 +138,12 @@ def evaluate(
 
     if method not in ("none", *METHODS):
         raise SettingsError(f"unknown method '{method}'; choose none, {', '.join(METHODS)}")
+    finite("--strength", strength)
+    if out is not None:
+        check_writable(out)
     settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
     selected = NeuronSet.load(neurons) if neurons else None
-    lm, tokenizer = load_for(settings)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     steering = nullcontext()
     if method != "none":
         steerers = build_steerers(
@@ -165,7 +172,7 @@ def evaluate(
                     indent=1,
                 )
             )
-        console.print(f"written to {out}")
+        console.print(plain(f"written to {out}"))
 
 
 @app.command()
@@ -195,6 +202,7 @@ def sweep(
     judge: JudgeOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Start over even if OUT holds another sweep.")] = False,
     model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     device_map: DeviceMapOpt = None,
@@ -212,6 +220,7 @@ def sweep(
     from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
 
     chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    check_writable(out, directory=True)
     settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
     sweep_config = SweepConfig(
         model=settings.model,
@@ -224,7 +233,7 @@ def sweep(
         judge=judge,
         plan=plan,
     )
-    lm, tokenizer = load_for(settings)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     rows = run_sweep(
         lm, tokenizer, sweep_config, out, judge=load_judge(judge, plan.batch_size), force=force, progress=progress
     )
@@ -251,4 +260,4 @@ def sweep(
             f"{best['method']}: refusal {best['refusal']:.2f} ({best['reduction']:.0%} lower) at {where} "
             f"with {bounds.describe()}"
         )
-    console.print(f"report: {out / 'report.html'}")
+    console.print(plain(f"report: {out / 'report.html'}"))

@@ -16,14 +16,16 @@ from neurosteer.cli.common import (
     DeviceOpt,
     ModelOpt,
     ProgressOpt,
+    TrustOpt,
     app,
     friendly_errors,
     load_for,
     settings_from,
 )
-from neurosteer.console import console
+from neurosteer.console import console, plain
 from neurosteer.errors import SettingsError
 from neurosteer.prompts import load_prompts
+from neurosteer.validation import finite
 
 
 @app.command()
@@ -39,6 +41,7 @@ def generate(
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts of --prompts.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate per answer.")] = None,
     model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     device_map: DeviceMapOpt = None,
@@ -51,6 +54,7 @@ def generate(
     from neurosteer.neuronset import NeuronSet
     from neurosteer.steering import steer
 
+    finite("--factor", factor)
     texts = list(prompt or [])
     if prompts is not None:
         texts += load_prompts(prompts, limit=limit)
@@ -66,7 +70,7 @@ def generate(
         max_new_tokens=max_new_tokens,
     )
     selected = NeuronSet.load(neurons)
-    lm, tokenizer = load_for(settings)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     selected.check_compatible(lm)
     options = dict(
         max_new_tokens=settings.max_new_tokens,
@@ -84,5 +88,5 @@ def generate(
     table.add_column(f"steered (factor {factor:g}, {len(selected)} neurons)", ratio=2)
     for i, text in enumerate(texts):
         row = [text] + ([baseline[i]] if baseline is not None else []) + [steered[i]]
-        table.add_row(*row)
+        table.add_row(*(plain(cell) for cell in row))
     console.print(table)

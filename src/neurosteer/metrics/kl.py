@@ -31,7 +31,7 @@ def first_token_logprobs(
     Left padding puts every prompt's last token at the end, so only the last position's logits
     are computed (``logits_to_keep=1``).
     """
-    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template)
+    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     rows: dict[int, torch.Tensor] = {}
     device = input_device(model)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
