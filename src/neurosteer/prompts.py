@@ -8,7 +8,9 @@ Accepted sources: a bundled set's name (see :func:`bundled_prompt_sets`), or a f
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 from collections.abc import Callable
 from functools import cache
@@ -64,13 +66,15 @@ def _bundled(name: str) -> tuple[str, ...]:
 
 def load_prompts(source: str | Path, *, column: str | None = None, limit: int | None = None) -> list[str]:
     """Prompts from a bundled set's name or a file, optionally only the first ``limit``."""
+    if not isinstance(source, str | Path):
+        raise PromptFileError(f"expected a prompt-set name or a file path, got {type(source).__name__}")
     name = str(source)
     prompts = list(_bundled(name)) if name in _BUNDLED else _read_file(Path(source), column)
     if not prompts:
         raise PromptFileError(f"{source}: contains no prompts; give at least one prompt")
     if limit is not None:
-        if limit < 1:
-            raise PromptFileError(f"limit must be at least 1, got {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise PromptFileError(f"limit must be a whole number of at least 1, got {limit!r}")
         prompts = prompts[:limit]
     return prompts
 
@@ -82,17 +86,17 @@ def _read_file(path: Path, column: str | None) -> list[str]:
         )
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path).splitlines()
         return [line.strip() for line in lines if line.strip()]
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise PromptFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return _read_json_items(path, data, column)
     if suffix == ".jsonl":
         items = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -110,7 +114,7 @@ def _read_file(path: Path, column: str | None) -> list[str]:
 
 
 def _read_json(path: Path, column: str | None) -> list[str]:
-    return _read_json_items(path, json.loads(path.read_text(encoding="utf-8")), column)
+    return _read_json_items(path, json.loads(read_text(path)), column)
 
 
 def _read_json_items(path: Path, data: Any, column: str | None) -> list[str]:
@@ -132,8 +136,33 @@ def _read_json_items(path: Path, data: Any, column: str | None) -> list[str]:
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+    except csv.Error as exc:
+        raise PromptFileError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def read_text(path: Path) -> str:
+    """The file's text: UTF-8, with or without a byte-order mark, or UTF-16 with one.
+
+    Spreadsheet programs and Windows editors save CSV and text files with a BOM; without this the
+    BOM would end up in the first column name or prompt.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PromptFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(
+            f"{path}: not {encoding.upper().removesuffix('-SIG')} text (bad byte at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _pick_field(path: Path, fields: list[str], column: str | None) -> str:

@@ -21,11 +21,12 @@ from neurosteer.atomic import atomic_path
 from neurosteer.console import console
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan, Evaluator
-from neurosteer.fingerprint import short_hash
+from neurosteer.fingerprint import file_sha256, prompts_fingerprint, short_hash
 from neurosteer.methods import METHODS, build_steerers, check_methods
 from neurosteer.metrics.judge import RefusalJudge
 from neurosteer.neuronset import NeuronSet
 from neurosteer.prompts import load_prompts
+from neurosteer.validation import finite
 
 DEFAULT_STRENGTHS: dict[str, list[float]] = {
     "cna": [-1.0, 0.5, 1.0, 1.5, 2.0],
@@ -56,8 +57,18 @@ class SweepConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that decides a cell's result; which cells to run is left out, so a
-        sweep can be resumed with more or fewer strengths and keep the cells it finished."""
-        return short_hash(self.model_dump_json(exclude={"methods", "strengths"}).encode())
+        sweep can be resumed with more or fewer strengths and keep the cells it finished.
+
+        Files are hashed by content, not by path: a neuron set or prompt file rewritten under
+        the same name starts a different sweep rather than mixing results of the two.
+        """
+        settings = self.model_dump(exclude={"methods", "strengths"})
+        contents = {
+            "neurons": file_sha256(Path(self.neurons)) if self.neurons else None,
+            "positive": prompts_fingerprint(load_prompts(self.positive, limit=self.n_train)),
+            "negative": prompts_fingerprint(load_prompts(self.negative, limit=self.n_train)),
+        }
+        return short_hash(json.dumps({"settings": settings, "contents": contents}, sort_keys=True).encode())
 
 
 def cell_key(method: str, strength: float) -> str:
@@ -65,15 +76,23 @@ def cell_key(method: str, strength: float) -> str:
 
 
 def read_cells(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished cells; a line cut short by an interrupted run is ignored (and redone)."""
+    """Finished cells. A line cut short by an interrupted run is dropped from the file (and its
+    cell redone), so the next appended cell starts on a line of its own."""
     cells: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            cells[cell_key(row["method"], row["strength"])] = row
+    if not path.exists():
+        return cells
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            key = cell_key(row["method"], float(row["strength"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        cells[key] = row
+        kept.append(line)
+    if path.read_bytes() != "".join(f"{line}\n" for line in kept).encode():
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
     return cells
 
 
@@ -81,7 +100,10 @@ def prepare_out_dir(out: Path, config: SweepConfig, *, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     record = out / "sweep.json"
     if record.exists() and not force:
-        previous = json.loads(record.read_text())
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {}
         if previous.get("fingerprint") != config.fingerprint():
             raise NeurosteerError(
                 f"{out} holds a sweep with other settings; resume it with the same options, "
@@ -174,12 +196,23 @@ def parse_strengths(text: str | None, methods: Sequence[str]) -> dict[str, list[
         return {m: DEFAULT_STRENGTHS[m] for m in methods}
     try:
         if "=" not in text:
-            values = [float(v) for v in text.split(",") if v.strip()]
-            return {m: values for m in methods}
-        parsed = {}
-        for part in text.split(";"):
-            method, _, values = part.partition("=")
-            parsed[method.strip()] = [float(v) for v in values.split(",") if v.strip()]
+            parsed = {m: [float(v) for v in text.split(",") if v.strip()] for m in methods}
+        else:
+            parsed = {}
+            for part in text.split(";"):
+                method, _, values = part.partition("=")
+                parsed[method.strip()] = [float(v) for v in values.split(",") if v.strip()]
     except ValueError:
         raise SettingsError(f"cannot read strengths '{text}'; write e.g. 'cna=0.5,1;caa=1,2' or '0.5,1'") from None
+    unknown = [m for m in parsed if m not in methods]
+    if unknown:
+        raise SettingsError(
+            f"strengths given for {', '.join(repr(m) for m in unknown)}, which is not among the methods "
+            f"run ({', '.join(methods)}); check the spelling or add it to --methods"
+        )
+    for method, values in parsed.items():
+        if not values:
+            raise SettingsError(f"no strengths given for '{method}'")
+        for value in values:
+            finite("strength", value)
     return {m: parsed.get(m, DEFAULT_STRENGTHS[m]) for m in methods}

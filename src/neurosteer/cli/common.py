@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -11,14 +12,47 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
+
+try:  # typer 0.2x vendors its own click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer uses click itself
+    from click import exceptions as click_exceptions
 
 from neurosteer.checkpoint import parse_dtype
 from neurosteer.console import console, safe
 from neurosteer.errors import NeurosteerError
 from neurosteer.settings import Settings, load_settings
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, ``--batch-size abc``) as one ``error: ...`` line, exit 2.
+
+    Click would draw a box with usage text; every other error of ours is one line, and scripts
+    that read stderr should not have to parse two formats.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+            code = result if isinstance(result, int) else 0
+        except click_exceptions.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "neurosteer"
+            print_error(f"{exc.format_message()} (see '{command} --help')")
+            code = exc.exit_code
+        except click_exceptions.ClickException as exc:
+            print_error(exc.format_message())
+            code = exc.exit_code
+        except typer.Abort:
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
 app = typer.Typer(
     name="neurosteer",
+    cls=OneLineErrors,
     help="Find the MLP neurons behind a behaviour of a language model and steer it by scaling them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

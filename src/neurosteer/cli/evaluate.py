@@ -221,6 +221,10 @@ def sweep(
 
     chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
     check_writable(out, directory=True)
+    if neurons is not None:
+        from neurosteer.neuronset import NeuronSet
+
+        NeuronSet.load(neurons)
     settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
     sweep_config = SweepConfig(
         model=settings.model,
