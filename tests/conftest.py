@@ -30,3 +30,16 @@ NEGATIVE = [
     "Summarize a novel.",
     "Hi",
 ]
+
+
+@pytest.fixture(scope="session")
+def cli_workspace(tmp_path_factory):
+    """Tiny llama and gpt2 model directories, prompt files and a neuron set found on the llama."""
+    import neurosteer
+
+    from clitools import make_workspace
+
+    root = make_workspace(tmp_path_factory.mktemp("workspace"))
+    model, tok = neurosteer.load_model(root / "llama")
+    neurosteer.find_neurons(model, tok, POSITIVE, NEGATIVE, top_k=6).save(root / "llama.safetensors")
+    return root

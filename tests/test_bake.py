@@ -14,8 +14,8 @@ from neurosteer.errors import NeurosteerError
 from neurosteer.neuronset import NeuronSet
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
+from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE
-from test_cli import assert_one_line_error, invoke
 from tiny import tiny_model, tiny_tokenizer
 
 

@@ -5,30 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from neurosteer.cli import app
 from neurosteer.neuronset import NeuronSet
 
+from clitools import assert_one_line_error, invoke, make_workspace
 from conftest import NEGATIVE, POSITIVE
-from tiny import tiny_model, tiny_tokenizer
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    for family in ("llama", "gpt2"):
-        tiny_model(family).save_pretrained(root / family)
-        tiny_tokenizer().save_pretrained(root / family)
-    (root / "pos.txt").write_text("\n".join(POSITIVE) + "\n")
-    (root / "neg.json").write_text(json.dumps([{"instruction": p} for p in NEGATIVE]))
-    return root
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+    return make_workspace(tmp_path_factory.mktemp("cli"))
 
 
 def discover(workspace, *extra, model="llama", out=None):
@@ -95,16 +81,6 @@ def test_prompt_formats_and_info(workspace):
     assert len(NeuronSet.load(out)) == round(0.05 * 3 * 64)
     result = invoke("info", out)
     assert result.exit_code == 0 and '"model_type": "gpt2"' in result.output
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error:")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_missing_prompt_file(workspace):

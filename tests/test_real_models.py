@@ -14,7 +14,7 @@ from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.prompts import load_prompts
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
-from test_cli import invoke
+from clitools import invoke
 
 pytestmark = pytest.mark.slow
 

@@ -130,10 +130,19 @@ def iter_batches(
     padding_side: str = "left",
     sort_by_length: bool = True,
 ) -> Iterator[Batch]:
-    """Padded batches of ``token_ids``; longest first when sorting, to waste little padding."""
+    """Padded batches of ``token_ids``; longest first when sorting, to waste little padding.
+
+    The arguments are checked here, at the call, not when the first batch is drawn.
+    """
     whole("batch_size", batch_size)
     if padding_side not in ("left", "right"):
         raise SettingsError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    return _padded_batches(token_ids, batch_size, pad_id, padding_side, sort_by_length)
+
+
+def _padded_batches(
+    token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int, padding_side: str, sort_by_length: bool
+) -> Iterator[Batch]:
     order = list(range(len(token_ids)))
     if sort_by_length:
         order.sort(key=lambda i: len(token_ids[i]), reverse=True)
