@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.architectures import Layout, layout
 from neurosteer.console import track
 from neurosteer.encoding import Batch, encode_prompts, input_device, iter_batches, pad_token_id
-from neurosteer.errors import NeurosteerWarning
+from neurosteer.errors import NeurosteerError, NeurosteerWarning, SettingsError
 from neurosteer.hooks import first_tensor, installed_hooks
 from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.stats import RunningStats
@@ -31,15 +31,20 @@ def tokenize_prompts(
     *,
     chat_template: bool = True,
     model: nn.Module | None = None,
+    reserve: int = 0,
 ) -> list[list[int]]:
     """Token ids of each prompt, formatted with the chat template when asked and available.
 
-    Control strings inside a prompt are kept as text (see :func:`encode_prompts`); prompts longer
-    than the context window (the model's, given ``model``, else the tokenizer's) are reported
-    with a :class:`NeurosteerWarning`.
+    Control strings inside a prompt are kept as text (see :func:`encode_prompts`). A prompt that
+    with ``reserve`` more tokens (those to be generated) exceeds the context window (the
+    model's, given ``model``, else the tokenizer's) raises a :class:`NeurosteerWarning`; for a
+    model with learned absolute positions (GPT-2, OPT), which cannot run past its window at
+    all, it is an error.
     """
     ids = encode_prompts(tokenizer, prompt_list("prompts", prompts), chat_template=chat_template)
-    warn_if_too_long(context_window(tokenizer, model), ids)
+    check_lengths(
+        ids, context_window(tokenizer, model), reserve, hard=model is not None and has_learned_positions(model)
+    )
     return ids
 
 
@@ -54,17 +59,32 @@ def context_window(tokenizer: PreTrainedTokenizerBase, model: nn.Module | None) 
     return value if isinstance(value, int) and 0 < value < 10_000_000 else None
 
 
-def warn_if_too_long(limit: int | None, ids: Sequence[Sequence[int]]) -> None:
+def has_learned_positions(model: nn.Module) -> bool:
+    try:
+        return layout(model).arch.position_embeddings is not None
+    except NeurosteerError:
+        return False
+
+
+def check_lengths(ids: Sequence[Sequence[int]], limit: int | None, reserve: int, *, hard: bool) -> None:
     if limit is None:
         return
-    long = [i for i, seq in enumerate(ids) if len(seq) > limit]
-    if long:
-        warnings.warn(
-            f"{len(long)} prompt(s) (first: number {long[0]}) are longer than the model's context window "
-            f"of {limit} tokens; the model's answers to them are unreliable",
-            NeurosteerWarning,
-            stacklevel=3,
+    long = [i for i, seq in enumerate(ids) if len(seq) + reserve > limit]
+    if not long:
+        return
+    what = f"{len(long)} prompt(s) (first: number {long[0]})"
+    extra = f" plus {reserve} generated tokens" if reserve else ""
+    if hard:
+        raise SettingsError(
+            f"{what} are longer{extra} than this model's context window of {limit} tokens, which it cannot "
+            "run past; shorten them" + (" or generate fewer tokens" if reserve else "")
         )
+    warnings.warn(
+        f"{what} are longer{extra} than the model's context window of {limit} tokens; "
+        "the model's answers to them are unreliable",
+        NeurosteerWarning,
+        stacklevel=3,
+    )
 
 
 def forward_base(model: nn.Module, batch: Batch, prefix: PrefixCache | None = None) -> Any:

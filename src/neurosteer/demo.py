@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.atomic import atomic_path
+from neurosteer.atomic import atomic_path, check_writable
 from neurosteer.defaults import DEMO, STEERING
 from neurosteer.discovery import find_neurons
 from neurosteer.generation import generate
@@ -23,6 +23,7 @@ from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.neuronset import NeuronSet
 from neurosteer.prompts import load_prompts
 from neurosteer.steering import steer
+from neurosteer.validation import finite, whole
 
 
 @dataclass
@@ -79,6 +80,15 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """Discover, save, and compare answers before and after ablation; write everything to ``out_dir``."""
+    for name, value in (
+        ("n_train", n_train),
+        ("n_eval", n_eval),
+        ("max_new_tokens", max_new_tokens),
+        ("batch_size", batch_size),
+    ):
+        whole(name, value)
+    finite("factor", factor)
+    check_writable(out_dir, directory=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     harmful_train = load_prompts("harmful_train", limit=n_train)
     harmless_train = load_prompts("harmless_train", limit=n_train)

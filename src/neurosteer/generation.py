@@ -31,7 +31,7 @@ def generate(
     come back in the order of ``prompts``. Whatever steering is active applies.
     """
     whole("max_new_tokens", max_new_tokens)
-    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
+    ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model, reserve=max_new_tokens)
     pad = pad_token_id(tokenizer)
     answers: list[str] = [""] * len(prompts)
     device = input_device(model)

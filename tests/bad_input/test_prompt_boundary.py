@@ -9,6 +9,7 @@ import pytest
 import neurosteer
 from neurosteer.activations import tokenize_prompts
 from neurosteer.errors import NeurosteerWarning, PromptFileError, SettingsError
+from neurosteer.generation import generate
 from neurosteer.prompts import load_prompts
 
 from clitools import assert_one_line_error, invoke
@@ -96,10 +97,31 @@ def test_control_strings_without_a_chat_template_stay_text():
     assert tok.decode(ids) == "a <|end|> b"
 
 
-def test_prompt_longer_than_the_context_window_warns():
-    model = tiny_model("gpt2")  # 256 positions
+def test_prompt_longer_than_the_context_window():
+    tok = tiny_tokenizer()
+    rotary = tiny_model("llama")  # 256 positions, rotary: runs past them, unreliably
     with pytest.warns(NeurosteerWarning, match="longer than the model's context window of 256"):
-        tokenize_prompts(tiny_tokenizer(), ["word " * 400, "short"], model=model)
+        tokenize_prompts(tok, ["word " * 400, "short"], model=rotary)
+    with pytest.warns(NeurosteerWarning, match="plus 250 generated tokens"):
+        tokenize_prompts(tok, ["word " * 10], model=rotary, reserve=250)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NeurosteerWarning)
-        tokenize_prompts(tiny_tokenizer(), ["short"], model=model)
+        tokenize_prompts(tok, ["short"], model=rotary)
+    learned = tiny_model("gpt2")  # learned positions: cannot run past them at all
+    with pytest.raises(SettingsError, match="cannot run past; shorten them"):
+        tokenize_prompts(tok, ["word " * 400], model=learned)
+    with pytest.raises(SettingsError, match="or generate fewer tokens"):
+        generate(learned, tok, ["Hi"], max_new_tokens=300)
+
+
+def test_cli_shows_the_context_warning(cli_workspace, tmp_path):
+    (tmp_path / "long.txt").write_text("word " * 400 + "\nshort prompt\n")
+    out = tmp_path / "n.safetensors"
+    args = ["discover", "-p", tmp_path / "long.txt", "-n", cli_workspace / "neg.json", "-o", out, "--top-k", "2"]
+    result = invoke(*args, "-m", cli_workspace / "llama", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 prompt(s) (first: number 0) are longer than the model's context window" in " ".join(
+        result.output.split()
+    )
+    result = invoke(*args, "-m", cli_workspace / "gpt2", "--no-progress")
+    assert_one_line_error(result, "cannot run past")

@@ -21,7 +21,7 @@ except ImportError:  # older typer uses click itself
 
 from neurosteer.checkpoint import parse_dtype
 from neurosteer.console import console, safe
-from neurosteer.errors import NeurosteerError
+from neurosteer.errors import NeurosteerError, NeurosteerWarning
 from neurosteer.settings import Settings, load_settings
 
 
@@ -98,6 +98,14 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # Ours are meant for the user: shown once each, as one plain line.
+    warnings.filterwarnings("default", category=NeurosteerWarning)
+    warnings.showwarning = show_warning
+
+
+def show_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    if issubclass(category, NeurosteerWarning):
+        console.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:
