@@ -35,7 +35,7 @@ def _check_in_memory(weight: torch.Tensor) -> None:
 def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Module:
     """Scale each selected neuron's output weights by ``factor`` (a number or one per neuron)."""
     lay = layout(model)
-    neurons.check_compatible(model, lay)
+    NeuronSet.require(neurons).check_compatible(model, lay)
     factors = per_neuron_factors(neurons, factor)
     axis = lay.neuron_axis()
     for layer in torch.unique(neurons.layers).tolist():

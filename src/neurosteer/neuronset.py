@@ -145,6 +145,14 @@ class NeuronSet:
         )
         return short_hash(payload.encode())
 
+    @staticmethod
+    def require(value: Any) -> NeuronSet:
+        """``value`` if it is a neuron set; a clear error for a path or anything else."""
+        if isinstance(value, NeuronSet):
+            return value
+        hint = "; load it first with NeuronSet.load(path)" if isinstance(value, str | Path) else ""
+        raise NeuronFileError(f"expected a NeuronSet, got {type(value).__name__}{hint}")
+
     def check_compatible(self, model: nn.Module, lay: Layout | None = None) -> None:
         """Raise ``IncompatibleNeuronsError`` unless ``model`` has this set's type and shape."""
         theirs = ModelSignature.of(model, lay)

@@ -89,7 +89,7 @@ def steer(
     if last_positions is not None:
         whole("last_positions", last_positions)
     lay = layout(model)
-    neurons.check_compatible(model, lay)
+    NeuronSet.require(neurons).check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)
     hooks = [(lay.out_projs[layer], scaling_hook(scale, last_positions)) for layer, scale in scales.items()]
     with installed_hooks(pre=hooks):

@@ -106,3 +106,12 @@ def test_signature_in_the_header_is_checked(cli_workspace, tmp_path):
     save_file(load_file(str(source)), str(tmp_path / "sig.safetensors"), metadata={"neurosteer": json.dumps(meta)})
     with pytest.raises(NeuronFileError, match="neurons_per_layer must be a positive whole number"):
         NeuronSet.load(tmp_path / "sig.safetensors")
+
+
+def test_a_path_where_a_neuron_set_is_expected(cli_workspace):
+    model = tiny_model("llama")
+    path = str(cli_workspace / "llama.safetensors")
+    with pytest.raises(NeuronFileError, match=r"got str; load it first with NeuronSet.load\(path\)"):
+        neurosteer.bake(model, path)
+    with pytest.raises(NeuronFileError, match="expected a NeuronSet"), neurosteer.steer(model, None):
+        pass
