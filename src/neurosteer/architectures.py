@@ -8,7 +8,7 @@ by the Hugging Face config's ``model_type``, never by a model's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -31,6 +31,13 @@ class Architecture:
             the residual stream, for baking directional ablation into weights; ``None`` where a
             norm follows it (Gemma 2/3), which makes that bake inexact.
         position_embeddings: path from the base model to learned absolute position embeddings.
+        final_norm: path from the base model to the norm before the unembedding (``None``: none).
+        gain_offset: what the family adds to a norm's stored weight to get its gain (Gemma's
+            RMSNorm multiplies by ``1 + weight``).
+        mlp_output_norm: path from a layer to a norm applied to the MLP output before it joins
+            the residual stream (Gemma 2/3), whose gain a neuron's output passes through.
+        output_projection: path from the base model to a linear map between the final norm and
+            the unembedding (OPT's ``project_out``), where the family has one.
     """
 
     layers: str
@@ -40,9 +47,14 @@ class Architecture:
     conv1d: bool = False
     attn_out_proj: str | None = "self_attn.o_proj"
     position_embeddings: str | None = None
+    final_norm: str | None = "norm"
+    gain_offset: float = 0.0
+    mlp_output_norm: str | None = None
+    output_projection: str | None = None
 
 
 _GATED = Architecture(layers="layers", out_proj="mlp.down_proj", attn_write="self_attn", mlp_write="mlp")
+_GEMMA = replace(_GATED, gain_offset=1.0)
 # Gemma 2/3 normalise each block's output before adding it to the residual stream.
 _GEMMA_POSTNORM = Architecture(
     layers="layers",
@@ -50,6 +62,8 @@ _GEMMA_POSTNORM = Architecture(
     attn_write="post_attention_layernorm",
     mlp_write="post_feedforward_layernorm",
     attn_out_proj=None,
+    gain_offset=1.0,
+    mlp_output_norm="post_feedforward_layernorm",
 )
 
 REGISTRY: dict[str, Architecture] = {
@@ -57,7 +71,7 @@ REGISTRY: dict[str, Architecture] = {
     "mistral": _GATED,
     "qwen2": _GATED,
     "qwen3": _GATED,
-    "gemma": _GATED,
+    "gemma": _GEMMA,
     "gemma2": _GEMMA_POSTNORM,
     "gemma3_text": _GEMMA_POSTNORM,
     "phi3": _GATED,
@@ -69,6 +83,7 @@ REGISTRY: dict[str, Architecture] = {
         conv1d=True,
         attn_out_proj="attn.c_proj",
         position_embeddings="wpe",
+        final_norm="ln_f",
     ),
     "gpt_neox": Architecture(
         layers="layers",
@@ -76,6 +91,7 @@ REGISTRY: dict[str, Architecture] = {
         attn_write="attention",
         mlp_write="mlp",
         attn_out_proj="attention.dense",
+        final_norm="final_layer_norm",
     ),
     "opt": Architecture(
         layers="decoder.layers",
@@ -84,6 +100,8 @@ REGISTRY: dict[str, Architecture] = {
         mlp_write="fc2",
         attn_out_proj="self_attn.out_proj",
         position_embeddings="decoder.embed_positions",
+        final_norm="decoder.final_layer_norm",
+        output_projection="decoder.project_out",
     ),
 }
 

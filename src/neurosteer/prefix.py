@@ -52,11 +52,12 @@ class PrefixCache:
         return fresh
 
 
-def build_prefix_cache(model: nn.Module, prefix: Sequence[int], device: torch.device) -> PrefixCache:
+def build_prefix_cache(model: nn.Module, prefix: Sequence[int], device: torch.device, *, batch: int = 1) -> PrefixCache:
+    """The prefix's key/value cache; ``batch`` rows of it when hooks make the rows differ."""
     base = getattr(model, "base_model", model)
     argument = _cache_argument(base)
     cache = DynamicCache(config=model.config)
-    ids = torch.tensor([list(prefix)], device=device)
+    ids = torch.tensor([list(prefix)] * batch, device=device)
     with torch.inference_mode():
         base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **{argument: cache})
     return PrefixCache(length=len(prefix), cache=cache, argument=argument)

@@ -74,3 +74,19 @@ def refusal_rate(answers: Sequence[str]) -> float:
     if not answers:
         return 0.0
     return sum(is_refusal(a) for a in answers) / len(answers)
+
+
+def refusal_opening_ids(tokenizer) -> list[int]:
+    """Token ids that open a refusal: the first token of each marker, as an answer would start it.
+
+    Used for first-token measures (no generation): the probability that the answer opens with
+    one of them. "I" opens most refusals ("I'm sorry", "I cannot") and some compliant answers, so
+    this is a cheap proxy that the generated-answer markers check.
+    """
+    found: set[int] = set()
+    for marker in (*REFUSAL_MARKERS, "Sorry", "Unfortunately"):
+        text = marker[0].upper() + marker[1:]
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if ids:
+            found.add(int(ids[0]))
+    return sorted(found)

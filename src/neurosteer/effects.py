@@ -1,0 +1,161 @@
+"""Each neuron's share of a steering effect: restore it alone and measure again (leave-one-out).
+
+The steered model scales every neuron of a set by ``factor``. For each neuron we also run the
+model with that one neuron back at 1 and the others still scaled, and read two first-token
+measures: the refusal log-odds on harmful prompts (how much refusal that neuron alone brings
+back) and the KL divergence from the unsteered model on harmless prompts (how much of the
+damage it accounts for). All variants run batched: rows of one forward pass belong to different
+variants, and a hook scales each row's neurons with its own variant's factors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer.activations import tokenize_prompts
+from neurosteer.architectures import Layout, layout
+from neurosteer.console import track
+from neurosteer.encoding import Batch, input_device, iter_batches, pad_token_id
+from neurosteer.hooks import installed_hooks
+from neurosteer.metrics.refusal import refusal_opening_ids
+from neurosteer.neuronset import NeuronSet
+from neurosteer.prefix import MIN_PREFIX, build_prefix_cache, shared_prefix_length
+from neurosteer.steering import Factor, per_neuron_factors
+from neurosteer.validation import whole
+
+
+@dataclass(frozen=True)
+class EffectSummary:
+    """The measures of the whole set, and each neuron's when it alone is restored."""
+
+    refusal_unsteered: float
+    refusal_steered: float
+    kl_steered: float
+    refusal_restored: list[float]
+    kl_restored: list[float]
+
+    def refusal_share(self, i: int) -> float:
+        """Share of the refusal removed by the set that restoring neuron ``i`` alone brings back."""
+        removed = self.refusal_unsteered - self.refusal_steered
+        return (self.refusal_restored[i] - self.refusal_steered) / removed if removed else 0.0
+
+    def kl_share(self, i: int) -> float:
+        """Share of the set's KL that goes away when neuron ``i`` alone is restored."""
+        return (self.kl_steered - self.kl_restored[i]) / self.kl_steered if self.kl_steered else 0.0
+
+
+def variant_factors(neurons: NeuronSet, factor: Factor) -> torch.Tensor:
+    """``[2 + n, n]``: unsteered (all 1), steered (all ``factor``), then each neuron restored in turn."""
+    steered = per_neuron_factors(neurons, factor)
+    restored = steered.repeat(len(neurons), 1)
+    restored.fill_diagonal_(1.0)
+    return torch.cat([torch.ones(1, len(neurons)), steered[None], restored])
+
+
+def _row_scaling_hooks(lay: Layout, neurons: NeuronSet, factors: torch.Tensor, rows: list[int]):
+    """Pre-hooks that scale each row's neurons by the factors of the variant ``rows[r]`` names."""
+    hooks = []
+    for layer in torch.unique(neurons.layers).tolist():
+        picked = (neurons.layers == layer).nonzero().flatten()
+        scale = torch.ones(len(rows), lay.neurons_per_layer)
+        scale[:, neurons.indices[picked]] = factors[rows][:, picked]
+
+        def hook(_module: nn.Module, args: tuple, scale: torch.Tensor = scale) -> tuple:
+            x = args[0]
+            shaped = x.reshape(scale.shape[0], -1, x.shape[-1])
+            scaled = shaped * scale.to(x.device, x.dtype)[:, None, :]
+            return (scaled.reshape(x.shape), *args[1:])
+
+        hooks.append((lay.out_projs[int(layer)], hook))
+    return hooks
+
+
+def _first_token_logprobs(
+    model: nn.Module,
+    lay: Layout,
+    neurons: NeuronSet,
+    factors: torch.Tensor,
+    variants: list[int],
+    prefix: list[int],
+    batch: Batch,
+) -> torch.Tensor:
+    """``[variants, prompts, vocab]`` first-answer-token log-probabilities, all variants in one pass."""
+    device = input_device(model)
+    n_prompts = batch.input_ids.shape[0]
+    rows = [v for v in variants for _ in range(n_prompts)]
+    ids = batch.input_ids.repeat(len(variants), 1).to(device)
+    mask = batch.attention_mask.repeat(len(variants), 1).to(device)
+    positions = batch.position_ids.repeat(len(variants), 1).to(device)
+    extra = {}
+    if prefix:
+        with installed_hooks(pre=_row_scaling_hooks(lay, neurons, factors, variants)):
+            cache = build_prefix_cache(model, prefix, device, batch=len(variants))
+        cache.cache.batch_repeat_interleave(n_prompts)
+        ones = torch.ones(len(rows), cache.length, dtype=mask.dtype, device=device)
+        mask = torch.cat([ones, mask], dim=1)
+        positions = positions + cache.length
+        extra = {cache.argument: cache.cache}
+    with installed_hooks(pre=_row_scaling_hooks(lay, neurons, factors, rows)):
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=bool(prefix),
+            logits_to_keep=1,
+            **extra,
+        ).logits[:, -1]
+    return torch.log_softmax(logits.float(), -1).cpu().reshape(len(variants), n_prompts, -1)
+
+
+@torch.inference_mode()
+def leave_one_out(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    neurons: NeuronSet,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    factor: Factor = 0.0,
+    rows_per_pass: int = 64,
+    progress: bool = False,
+) -> EffectSummary:
+    """First-token refusal log-odds (``harmful``) and KL (``harmless``) for every variant."""
+    whole("rows_per_pass", rows_per_pass)
+    lay = layout(model)
+    neurons.check_compatible(model, lay)
+    factors = variant_factors(neurons, factor)
+    refusal_ids = torch.tensor(refusal_opening_ids(tokenizer))
+    results: dict[str, torch.Tensor] = {}
+    for name, prompts in (("harmful", harmful), ("harmless", harmless)):
+        ids = tokenize_prompts(tokenizer, prompts, model=model)
+        length = shared_prefix_length(ids)
+        prefix = ids[0][:length] if length >= MIN_PREFIX and len(ids) > 1 else []
+        ids = [seq[len(prefix) :] for seq in ids]
+        (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
+        chunk = max(1, rows_per_pass // len(ids))
+        starts = range(0, len(factors), chunk)
+        parts = []
+        for start in track(starts, f"leave-one-out ({name})", total=len(starts), enabled=progress):
+            variants = list(range(start, min(start + chunk, len(factors))))
+            parts.append(_first_token_logprobs(model, lay, neurons, factors, variants, prefix, batch))
+        logprobs = torch.cat(parts)  # [variants, prompts, vocab], prompts in batch order
+        if name == "harmful":
+            inside = logprobs[..., refusal_ids].logsumexp(-1)
+            outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
+            results[name] = (inside - outside).mean(1)
+        else:
+            reference = logprobs[0]
+            results[name] = (reference.exp() * (reference - logprobs)).sum(-1).mean(1)
+    refusal, kl = results["harmful"], results["harmless"]
+    return EffectSummary(
+        refusal_unsteered=float(refusal[0]),
+        refusal_steered=float(refusal[1]),
+        kl_steered=float(kl[1]),
+        refusal_restored=refusal[2:].tolist(),
+        kl_restored=kl[2:].tolist(),
+    )
