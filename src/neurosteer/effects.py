@@ -10,8 +10,11 @@ variants, and a hook scales each row's neurons with its own variant's factors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,6 +78,26 @@ def _row_scaling_hooks(lay: Layout, neurons: NeuronSet, factors: torch.Tensor, r
     return hooks
 
 
+@contextmanager
+def replayed_layers(lay: Layout, outputs: dict[int, Any], upto: int, copies: int) -> Iterator[None]:
+    """Layers ``0 .. upto-1`` return their recorded outputs (repeated ``copies`` times) instead of running.
+
+    Restoring a neuron of layer ``l`` changes nothing before that layer, so every variant can take
+    the steered run's outputs of the earlier layers; only layers ``l`` onwards are computed.
+    """
+    patched = []
+    try:
+        for i in range(upto):
+            recorded = outputs[i]
+            repeated = recorded.repeat(copies, *([1] * (recorded.ndim - 1)))
+            lay.layers[i].forward = lambda *_args, _out=repeated, **_kwargs: _out
+            patched.append(lay.layers[i])
+        yield
+    finally:
+        for layer in patched:
+            del layer.forward
+
+
 def _first_token_logprobs(
     model: nn.Module,
     lay: Layout,
@@ -83,8 +106,16 @@ def _first_token_logprobs(
     variants: list[int],
     prefix: list[int],
     batch: Batch,
+    *,
+    replay: dict[int, Any] | None = None,
+    upto: int = 0,
+    record: dict[int, Any] | None = None,
 ) -> torch.Tensor:
-    """``[variants, prompts, vocab]`` first-answer-token log-probabilities, all variants in one pass."""
+    """``[variants, prompts, vocab]`` first-answer-token log-probabilities, all variants in one pass.
+
+    ``replay``/``upto`` skip the first layers (see :func:`replayed_layers`); ``record`` receives
+    each layer's output of this pass.
+    """
     device = input_device(model)
     n_prompts = batch.input_ids.shape[0]
     rows = [v for v in variants for _ in range(n_prompts)]
@@ -93,6 +124,8 @@ def _first_token_logprobs(
     positions = batch.position_ids.repeat(len(variants), 1).to(device)
     extra = {}
     if prefix:
+        # The prefix runs whole for every variant: a skipped layer would leave its part of the
+        # cache empty, and the cache's length is read from the first layer.
         with installed_hooks(pre=_row_scaling_hooks(lay, neurons, factors, variants)):
             cache = build_prefix_cache(model, prefix, device, batch=len(variants))
         cache.cache.batch_repeat_interleave(n_prompts)
@@ -100,7 +133,11 @@ def _first_token_logprobs(
         mask = torch.cat([ones, mask], dim=1)
         positions = positions + cache.length
         extra = {cache.argument: cache.cache}
-    with installed_hooks(pre=_row_scaling_hooks(lay, neurons, factors, rows)):
+    hooks = _row_scaling_hooks(lay, neurons, factors, rows)
+    with (
+        installed_hooks(pre=hooks, post=_recorders(lay, record)),
+        replayed_layers(lay, replay or {}, upto, len(variants)),
+    ):
         logits = model(
             input_ids=ids,
             attention_mask=mask,
@@ -110,6 +147,52 @@ def _first_token_logprobs(
             **extra,
         ).logits[:, -1]
     return torch.log_softmax(logits.float(), -1).cpu().reshape(len(variants), n_prompts, -1)
+
+
+def _recorders(lay: Layout, store: dict[int, Any] | None) -> list:
+    """Forward hooks that keep each layer's output in ``store`` (none without a store)."""
+    if store is None:
+        return []
+
+    def recorder(index: int):
+        def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
+            store[index] = output
+
+        return hook
+
+    return [(layer, recorder(i)) for i, layer in enumerate(lay.layers)]
+
+
+def _all_variants(
+    model: nn.Module,
+    lay: Layout,
+    neurons: NeuronSet,
+    factors: torch.Tensor,
+    prefix: list[int],
+    batch: Batch,
+    rows_per_pass: int,
+    progress_label: str,
+    progress: bool,
+) -> torch.Tensor:
+    """``[variants, prompts, vocab]`` for every variant of :func:`variant_factors`.
+
+    The unsteered and the steered model run whole; each restored variant reuses the steered run's
+    outputs of the layers before its neuron and computes only the rest, grouped by that layer.
+    """
+    run = functools.partial(_first_token_logprobs, model, lay, neurons, factors)
+    recorded: dict[int, Any] = {}
+    first = run([0], prefix, batch)
+    steered = run([1], prefix, batch, record=recorded)
+    out = torch.empty(len(factors), *first.shape[1:])
+    out[0], out[1] = first[0], steered[0]
+    per_pass = max(1, rows_per_pass // batch.input_ids.shape[0])
+    groups = []
+    for layer in torch.unique(neurons.layers).tolist():
+        members = [2 + int(i) for i in (neurons.layers == layer).nonzero().flatten()]
+        groups += [(int(layer), members[k : k + per_pass]) for k in range(0, len(members), per_pass)]
+    for layer, variants in track(groups, progress_label, total=len(groups), enabled=progress):
+        out[variants] = run(variants, prefix, batch, replay=recorded, upto=layer)
+    return out
 
 
 @torch.inference_mode()
@@ -137,13 +220,8 @@ def leave_one_out(
         prefix = ids[0][:length] if length >= MIN_PREFIX and len(ids) > 1 else []
         ids = [seq[len(prefix) :] for seq in ids]
         (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
-        chunk = max(1, rows_per_pass // len(ids))
-        starts = range(0, len(factors), chunk)
-        parts = []
-        for start in track(starts, f"leave-one-out ({name})", total=len(starts), enabled=progress):
-            variants = list(range(start, min(start + chunk, len(factors))))
-            parts.append(_first_token_logprobs(model, lay, neurons, factors, variants, prefix, batch))
-        logprobs = torch.cat(parts)  # [variants, prompts, vocab], prompts in batch order
+        label = f"leave-one-out ({name})"
+        logprobs = _all_variants(model, lay, neurons, factors, prefix, batch, rows_per_pass, label, progress)
         if name == "harmful":
             inside = logprobs[..., refusal_ids].logsumexp(-1)
             outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
