@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/discovery.py
 	$(PY) bench/generation.py
+	$(PY) bench/inspection.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -8,6 +8,7 @@ import pytest
 
 from neurosteer.errors import NeurosteerError
 from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.neuronset import NeuronSet
 from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
 
 from tiny import tiny_model
@@ -70,12 +71,17 @@ def test_sweep_writes_everything_and_resumes(model, tokenizer, tmp_path, monkeyp
         "refusal_vs_kl.png",
         "neurons.safetensors",
         "answers/cna@1.json",
+        "neurons.html",
     ):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "mmlu_vs_strength.png").exists()
     assert len(json.loads((tmp_path / "results.json").read_text())) == 5
     report = (tmp_path / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 4 and "ablation" in report
+    assert "href='neurons.html'" in report
+    assert (tmp_path / "neurons.html").read_text().count("class='card'") == len(
+        NeuronSet.load(tmp_path / "neurons.safetensors")
+    )
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
     def forbidden(*_args, **_kwargs):

@@ -10,10 +10,11 @@ variants, and a hook scales each row's neurons with its own variant's factors.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from neurosteer.encoding import Batch, input_device, iter_batches, pad_token_id
 from neurosteer.hooks import installed_hooks
 from neurosteer.metrics.refusal import refusal_opening_ids
 from neurosteer.neuronset import NeuronSet
-from neurosteer.prefix import MIN_PREFIX, build_prefix_cache, shared_prefix_length
+from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.steering import Factor, per_neuron_factors
 from neurosteer.validation import whole
 
@@ -98,6 +99,46 @@ def replayed_layers(lay: Layout, outputs: dict[int, Any], upto: int, copies: int
             del layer.forward
 
 
+@dataclass
+class SteeredRun:
+    """What the steered model's pass leaves for the variants to reuse: each layer's output on the
+    shared prefix and on the rest of the prompts, and the prefix's key/value cache."""
+
+    prefix_outputs: dict[int, Any] = field(default_factory=dict)
+    outputs: dict[int, Any] = field(default_factory=dict)
+    prefix_cache: Any = None
+
+
+def _prefix_cache(
+    model: nn.Module,
+    lay: Layout,
+    hooks: list,
+    prefix: list[int],
+    copies: int,
+    replay: SteeredRun | None,
+    upto: int,
+    record: SteeredRun | None,
+) -> PrefixCache:
+    """The prefix's cache, ``copies`` rows, one per variant.
+
+    With ``replay``, layers before ``upto`` neither run nor write their part of the cache during
+    the pass; their keys and values are the steered run's, put in afterwards.
+    """
+    device = input_device(model)
+    with (
+        installed_hooks(pre=hooks, post=_recorders(lay, record.prefix_outputs if record else None)),
+        replayed_layers(lay, replay.prefix_outputs if replay else {}, upto if replay else 0, copies),
+    ):
+        built = build_prefix_cache(model, prefix, device, batch=copies)
+    if record is not None:
+        record.prefix_cache = copy.deepcopy(built.cache)
+    if replay is not None:
+        for i in range(upto):
+            layer = replay.prefix_cache.layers[i]
+            built.cache.update(layer.keys.repeat(copies, 1, 1, 1), layer.values.repeat(copies, 1, 1, 1), i)
+    return built
+
+
 def _first_token_logprobs(
     model: nn.Module,
     lay: Layout,
@@ -107,14 +148,14 @@ def _first_token_logprobs(
     prefix: list[int],
     batch: Batch,
     *,
-    replay: dict[int, Any] | None = None,
+    replay: SteeredRun | None = None,
     upto: int = 0,
-    record: dict[int, Any] | None = None,
+    record: SteeredRun | None = None,
 ) -> torch.Tensor:
     """``[variants, prompts, vocab]`` first-answer-token log-probabilities, all variants in one pass.
 
     ``replay``/``upto`` skip the first layers (see :func:`replayed_layers`); ``record`` receives
-    each layer's output of this pass.
+    what this pass leaves for later ones (see :class:`SteeredRun`).
     """
     device = input_device(model)
     n_prompts = batch.input_ids.shape[0]
@@ -124,10 +165,8 @@ def _first_token_logprobs(
     positions = batch.position_ids.repeat(len(variants), 1).to(device)
     extra = {}
     if prefix:
-        # The prefix runs whole for every variant: a skipped layer would leave its part of the
-        # cache empty, and the cache's length is read from the first layer.
-        with installed_hooks(pre=_row_scaling_hooks(lay, neurons, factors, variants)):
-            cache = build_prefix_cache(model, prefix, device, batch=len(variants))
+        hooks = _row_scaling_hooks(lay, neurons, factors, variants)
+        cache = _prefix_cache(model, lay, hooks, prefix, len(variants), replay, upto, record)
         cache.cache.batch_repeat_interleave(n_prompts)
         ones = torch.ones(len(rows), cache.length, dtype=mask.dtype, device=device)
         mask = torch.cat([ones, mask], dim=1)
@@ -135,8 +174,8 @@ def _first_token_logprobs(
         extra = {cache.argument: cache.cache}
     hooks = _row_scaling_hooks(lay, neurons, factors, rows)
     with (
-        installed_hooks(pre=hooks, post=_recorders(lay, record)),
-        replayed_layers(lay, replay or {}, upto, len(variants)),
+        installed_hooks(pre=hooks, post=_recorders(lay, record.outputs if record else None)),
+        replayed_layers(lay, replay.outputs if replay else {}, upto, len(variants)),
     ):
         logits = model(
             input_ids=ids,
@@ -180,7 +219,7 @@ def _all_variants(
     outputs of the layers before its neuron and computes only the rest, grouped by that layer.
     """
     run = functools.partial(_first_token_logprobs, model, lay, neurons, factors)
-    recorded: dict[int, Any] = {}
+    recorded = SteeredRun()
     first = run([0], prefix, batch)
     steered = run([1], prefix, batch, record=recorded)
     out = torch.empty(len(factors), *first.shape[1:])

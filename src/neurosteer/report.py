@@ -128,6 +128,9 @@ def _samples(out: Path, rows: list[dict[str, Any]], per_cell: int = 2) -> str:
     return "".join(parts)
 
 
+NEURON_PAGE = "neurons.html"
+
+
 def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
     """results.csv/json, one PNG per plot, and report.html with everything inlined."""
     if not rows:
@@ -160,6 +163,12 @@ def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
     bounds = Bounds()
     best = "".join(_best_row(b) for b in best_within_bounds(rows, bounds))
     settings = html.escape(json.dumps(config.model_dump(), indent=2))
+    neuron_link = ""
+    if (out / NEURON_PAGE).is_file():
+        neuron_link = (
+            f"<p>The neurons steered by <b>cna</b>: <a href='{NEURON_PAGE}'>what each one promotes, suppresses "
+            "and fires on</a>.</p>"
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>neurosteer sweep: {html.escape(config.model)}</title>
 <style>
@@ -174,6 +183,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 560px; }}
 <p>Strength 0 is the unsteered model. Refusal is judged by refusal markers on held-out prompts;
 KL is measured at the first answer token on harmless prompts against the unsteered model.</p>
 <ul>{meaning}</ul>
+{neuron_link}
 <h2>Best setting per method while the model stays intact ({html.escape(bounds.describe())})</h2>
 <table><tr><th>method</th><th>strength</th><th>refusal</th><th>reduction</th></tr>{best}</table>
 <h2>Plots</h2>{figures}

@@ -163,6 +163,7 @@ def run_sweep(
             progress=progress,
         )
         steerers.neurons.save(out / "neurons.safetensors")
+        write_neuron_page(model, tokenizer, steerers.neurons, positive, negative, out, config.plan.batch_size, progress)
         evaluator = Evaluator(model, tokenizer, config.plan, judge=judge, progress=progress)
         for index, (method, strength) in enumerate(todo, 1):
             console.print(f"[bold]cell {index}/{len(todo)}[/bold]: {method} at strength {strength:g}")
@@ -184,6 +185,24 @@ def run_sweep(
     rows = ordered(done, config)
     write_report(out, config, rows)
     return rows
+
+
+NEURON_PAGE_PROMPTS = 16
+
+
+def write_neuron_page(
+    model, tokenizer, neurons, positive, negative, out: Path, batch_size: int, progress: bool
+) -> None:
+    """The inspection page of the swept neuron set, linked from the report (no leave-one-out: cheap)."""
+    from neurosteer.inspect_page import write_page
+    from neurosteer.inspection import inspect_neurons
+    from neurosteer.report import NEURON_PAGE
+
+    prompts = [*positive[:NEURON_PAGE_PROMPTS], *negative[:NEURON_PAGE_PROMPTS]]
+    found = inspect_neurons(
+        model, tokenizer, neurons, prompts=prompts, effects=False, batch_size=batch_size, progress=progress
+    )
+    write_page(found, out / NEURON_PAGE, title=f"neurosteer: the {len(neurons)} neurons of this sweep")
 
 
 def ordered(done: dict[str, dict[str, Any]], config: SweepConfig) -> list[dict[str, Any]]:
