@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from neurosteer.cli import bake, demo, discover, evaluate, generate, info, inspect  # noqa: F401  (registers the commands)
+from neurosteer.cli import bake, demo, discover, evaluate, export, generate, info, inspect  # noqa: F401  (registers the commands)
 from neurosteer.cli.common import app
 
 

@@ -1,0 +1,129 @@
+"""``neurosteer export``: a steering as a LoRA adapter (per-request serving) or a GGUF file (llama.cpp)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurosteer.atomic import check_writable
+from neurosteer.cli.common import (
+    ConfigOpt,
+    ModelOpt,
+    TrustOpt,
+    app,
+    friendly_errors,
+    load_for,
+    settings_from,
+)
+from neurosteer.console import console, plain
+from neurosteer.errors import SettingsError
+from neurosteer.validation import finite
+
+FORMATS = ("lora", "gguf")
+
+
+@app.command()
+@friendly_errors
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter directory (lora) or .gguf file (gguf).")],
+    fmt: Annotated[str, typer.Option("--format", help="lora (a PEFT adapter) or gguf (a llama.cpp file).")] = "lora",
+    neurons: Annotated[Path | None, typer.Option(help="Neuron set to export (scaled by --factor).")] = None,
+    factor: Annotated[float, typer.Option(help="Neuron factor: 0 ablates, >1 amplifies, <0 flips.")] = 0.0,
+    direction_from: Annotated[
+        str | None,
+        typer.Option(
+            "--ablate-direction",
+            help="Export directional ablation instead: 'harmful_train,harmless_train' (positive,negative sets).",
+        ),
+    ] = None,
+    direction_layer: Annotated[
+        int | None, typer.Option(help="Layer of the ablated direction (default 60 % depth).")
+    ] = None,
+    strength: Annotated[float, typer.Option(help="Directional ablation strength (1 removes the direction).")] = 1.0,
+    n_train: Annotated[int, typer.Option(help="Training prompts per side for --ablate-direction.")] = 128,
+    uniform_rank: Annotated[
+        bool,
+        typer.Option(
+            "--uniform-rank", help="lora: one rank for every module, padded to one vLLM accepts (8, 16, 32, ...)."
+        ),
+    ] = False,
+    gguf_type: Annotated[
+        str, typer.Option("--gguf-type", help="gguf: type of the changed tensors, f32 or f16.")
+    ] = "f32",
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    model: ModelOpt = None,
+    trust_remote_code: TrustOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Export a neuron steering (or directional ablation) as a LoRA adapter or a GGUF file."""
+    from neurosteer.neuronset import NeuronSet
+
+    if fmt not in FORMATS:
+        raise SettingsError(f"unknown --format '{fmt}'; choose lora or gguf")
+    if (neurons is None) == (direction_from is None):
+        raise SettingsError("give exactly one of --neurons or --ablate-direction")
+    finite("--factor", factor)
+    finite("--strength", strength)
+    if out.exists() and not force:
+        raise SettingsError(f"{out} already exists; choose another path or pass --force")
+    check_writable(out, directory=fmt == "lora")
+    if fmt == "gguf" and out.suffix.lower() != ".gguf":
+        raise SettingsError(f"{out}: a GGUF file's name ends in .gguf")
+    selected = NeuronSet.load(neurons) if neurons else None
+    settings = settings_from(config, model=model)
+    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
+    if selected is not None:
+        selected.check_compatible(lm)
+        record = {"method": "neurons", "neurons_fingerprint": selected.fingerprint(), "factor": factor}
+    else:
+        direction, layer = _direction(lm, tokenizer, direction_from or "", direction_layer, n_train)
+        record = {"method": "directional_ablation", "direction_layer": layer, "strength": strength}
+    record["source_model"] = settings.model
+    if fmt == "lora":
+        from neurosteer.architectures import layout
+        from neurosteer.lora import direction_updates, neuron_updates, write_adapter
+
+        updates = (
+            neuron_updates(lm, selected, factor) if selected is not None else direction_updates(lm, direction, strength)
+        )
+        write_adapter(
+            updates,
+            out,
+            base_model=settings.model,
+            conv1d=layout(lm).arch.conv1d,
+            uniform_rank=uniform_rank,
+            record=record,
+            overwrite=force,
+        )
+        ranks = sorted({u.rank for u in updates.values()})
+        console.print(
+            plain(
+                f"LoRA adapter for {len(updates)} modules (ranks {ranks[0]}-{ranks[-1]}) written to {out}; "
+                f"load it with PeftModel.from_pretrained(base, '{out}')"
+            )
+        )
+        return
+    from neurosteer.gguf_export import export_gguf
+
+    if selected is None:
+        raise SettingsError("--format gguf exports neuron sets; bake directional ablation with 'neurosteer bake'")
+    written = export_gguf(lm, settings.model, selected, factor, out, tensor_type=gguf_type, overwrite=force)
+    console.print(plain(f"GGUF written to {written.path} ({written.changed} tensors changed, stored as {gguf_type})"))
+
+
+def _direction(lm, tokenizer, spec: str, layer: int | None, n_train: int):
+    from neurosteer.baselines import residual_directions
+    from neurosteer.methods import default_layer
+    from neurosteer.prompts import load_prompts
+
+    positive, _, negative = spec.partition(",")
+    if not negative:
+        raise SettingsError("--ablate-direction takes 'positive,negative', e.g. harmful_train,harmless_train")
+    directions = residual_directions(
+        lm, tokenizer, load_prompts(positive, limit=n_train), load_prompts(negative, limit=n_train)
+    )
+    layer = default_layer(len(directions.diff)) if layer is None else layer
+    directions.check_layer(layer)
+    return directions.diff[layer], layer
