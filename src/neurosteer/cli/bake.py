@@ -15,6 +15,7 @@ from neurosteer.cli.common import (
     ModelOpt,
     TrustOpt,
     app,
+    direction_from_spec,
     friendly_errors,
     load_for,
     settings_from,
@@ -68,19 +69,8 @@ def bake_command(
         bake(lm, selected, factor)
         record = bake_record(selected, factor, source=settings.model, dtype=dtype)
     else:
-        from neurosteer.baselines import residual_directions
-        from neurosteer.methods import default_layer
-        from neurosteer.prompts import load_prompts
-
-        positive, _, negative = (direction_from or "").partition(",")
-        if not negative:
-            raise SettingsError("--ablate-direction takes 'positive,negative', e.g. harmful_train,harmless_train")
-        directions = residual_directions(
-            lm, tokenizer, load_prompts(positive, limit=n_train), load_prompts(negative, limit=n_train)
-        )
-        layer = default_layer(len(directions.diff)) if direction_layer is None else direction_layer
-        directions.check_layer(layer)
-        bake_direction(lm, directions.diff[layer])
+        direction, layer = direction_from_spec(lm, tokenizer, direction_from or "", direction_layer, n_train)
+        bake_direction(lm, direction)
         record = bake_record(
             None,
             None,
@@ -88,7 +78,7 @@ def bake_command(
             dtype=dtype,
             method="directional_ablation",
             direction_layer=layer,
-            prompts=[positive, negative],
+            prompts=(direction_from or "").split(","),
             n_train=n_train,
         )
     with console.status(f"writing {safe(out)}"):

@@ -21,7 +21,7 @@ except ImportError:  # older typer uses click itself
 
 from neurosteer.checkpoint import parse_dtype
 from neurosteer.console import console, safe
-from neurosteer.errors import NeurosteerError, NeurosteerWarning
+from neurosteer.errors import NeurosteerError, NeurosteerWarning, SettingsError
 from neurosteer.settings import Settings, load_settings
 
 
@@ -151,3 +151,20 @@ def load_for(settings: Settings, *, trust_remote_code: bool = False):
             device_map=settings.device_map,
             trust_remote_code=trust_remote_code,
         )
+
+
+def direction_from_spec(lm, tokenizer, spec: str, layer: int | None, n_train: int):
+    """The residual direction of ``layer`` (default 60 % depth) from a ``'positive,negative'`` spec."""
+    from neurosteer.baselines import residual_directions
+    from neurosteer.methods import default_layer
+    from neurosteer.prompts import load_prompts
+
+    positive, _, negative = spec.partition(",")
+    if not negative:
+        raise SettingsError("--ablate-direction takes 'positive,negative', e.g. harmful_train,harmless_train")
+    directions = residual_directions(
+        lm, tokenizer, load_prompts(positive, limit=n_train), load_prompts(negative, limit=n_train)
+    )
+    layer = default_layer(len(directions.diff)) if layer is None else layer
+    directions.check_layer(layer)
+    return directions.diff[layer], layer

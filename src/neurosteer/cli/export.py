@@ -13,6 +13,7 @@ from neurosteer.cli.common import (
     ModelOpt,
     TrustOpt,
     app,
+    direction_from_spec,
     friendly_errors,
     load_for,
     settings_from,
@@ -78,7 +79,7 @@ def export(
         selected.check_compatible(lm)
         record = {"method": "neurons", "neurons_fingerprint": selected.fingerprint(), "factor": factor}
     else:
-        direction, layer = _direction(lm, tokenizer, direction_from or "", direction_layer, n_train)
+        direction, layer = direction_from_spec(lm, tokenizer, direction_from or "", direction_layer, n_train)
         record = {"method": "directional_ablation", "direction_layer": layer, "strength": strength}
     record["source_model"] = settings.model
     if fmt == "lora":
@@ -111,19 +112,3 @@ def export(
         raise SettingsError("--format gguf exports neuron sets; bake directional ablation with 'neurosteer bake'")
     written = export_gguf(lm, settings.model, selected, factor, out, tensor_type=gguf_type, overwrite=force)
     console.print(plain(f"GGUF written to {written.path} ({written.changed} tensors changed, stored as {gguf_type})"))
-
-
-def _direction(lm, tokenizer, spec: str, layer: int | None, n_train: int):
-    from neurosteer.baselines import residual_directions
-    from neurosteer.methods import default_layer
-    from neurosteer.prompts import load_prompts
-
-    positive, _, negative = spec.partition(",")
-    if not negative:
-        raise SettingsError("--ablate-direction takes 'positive,negative', e.g. harmful_train,harmless_train")
-    directions = residual_directions(
-        lm, tokenizer, load_prompts(positive, limit=n_train), load_prompts(negative, limit=n_train)
-    )
-    layer = default_layer(len(directions.diff)) if layer is None else layer
-    directions.check_layer(layer)
-    return directions.diff[layer], layer
