@@ -1,12 +1,13 @@
 # make demo: set up and run the refusal demo on the bundled default model.
 # make test: set up and run the whole test suite (unit tests and the slow real-model tests).
+# make test-gguf: also build the llama.cpp runtime and run the GGUF file in it.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo lint bench clean
+.PHONY: setup test test-fast test-gguf demo lint bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +23,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not gguf"
+
+# The llama.cpp runtime is built from source by pip (no wheels on PyPI): about 7 minutes on 2 cores,
+# once per machine (pip caches the wheel). Only the GGUF runtime test needs it.
+GGUF_STAMP := $(VENV)/.llama-cpp
+$(GGUF_STAMP): $(STAMP)
+	$(PIP) install -q "llama-cpp-python>=0.3.16,<0.4"
+	touch $(GGUF_STAMP)
+
+test-gguf: $(GGUF_STAMP)
+	$(PY) -m pytest -m gguf
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
