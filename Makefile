@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-gguf demo lint bench clean
+.PHONY: setup test test-fast test-gguf demo lint bench bench-gguf clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,9 @@ bench: $(STAMP)
 	$(PY) bench/discovery.py
 	$(PY) bench/generation.py
 	$(PY) bench/inspection.py
+
+bench-gguf: $(GGUF_STAMP)
+	$(PY) bench/gguf_speed.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
