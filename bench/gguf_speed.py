@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import neurosteer
+from neurosteer.activations import tokenize_prompts
 from neurosteer.gguf_export import export_gguf, source_gguf
 from neurosteer.prompts import load_prompts
 
@@ -51,11 +52,7 @@ def main() -> None:
     export_gguf(model, "qwen2.5-0.5b", neurons, 0.0, work / "steered.gguf", tensor_type=args.gguf_type)
     with source_gguf("qwen2.5-0.5b") as source:
         (work / "base.gguf").write_bytes(source.read_bytes())
-    prompts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
-        for p in load_prompts("harmless_val", limit=args.prompts)
-    ]
-    prompts = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompts]
+    prompts = tokenize_prompts(tokenizer, load_prompts("harmless_val", limit=args.prompts))
     files = {"unsteered": work / "base.gguf", "steered": work / "steered.gguf"}
     engines = {name: Llama(model_path=str(path), n_ctx=512, verbose=False, n_threads=2) for name, path in files.items()}
     sizes = {name: path.stat().st_size / 2**20 for name, path in files.items()}
