@@ -16,7 +16,7 @@ import neurosteer
 from neurosteer.effects import leave_one_out
 from neurosteer.firing import top_firings
 from neurosteer.logit_effect import logit_effects, strongest_tokens
-from neurosteer.prompts import load_prompts
+from neurosteer.prompts import load_prompts, refusal_training_pair
 
 from common import machine
 
@@ -33,13 +33,7 @@ def main() -> None:
     parser.add_argument("--n-effect", type=int, nargs="+", default=[4, 8])
     args = parser.parse_args()
     model, tokenizer = neurosteer.load_model(args.model)
-    neurons = neurosteer.find_neurons(
-        model,
-        tokenizer,
-        load_prompts("harmful_train", limit=128),
-        load_prompts("harmless_train", limit=128),
-        batch_size=32,
-    )
+    neurons = neurosteer.find_neurons(model, tokenizer, *refusal_training_pair(), batch_size=32)
     prompts = load_prompts("harmful_val", limit=32) + load_prompts("harmless_val", limit=32)
     logits = timed(lambda: strongest_tokens(logit_effects(model, neurons), tokenizer, 10))
     firing = timed(lambda: top_firings(model, tokenizer, neurons, prompts, top=10))

@@ -13,7 +13,7 @@ from pathlib import Path
 import neurosteer
 from neurosteer.inspect_page import write_page
 from neurosteer.inspection import inspect_neurons
-from neurosteer.prompts import load_prompts
+from neurosteer.prompts import load_prompts, refusal_training_pair
 
 
 def main() -> None:
@@ -25,13 +25,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = neurosteer.load_model(args.model)
     start = time.perf_counter()
-    neurons = neurosteer.find_neurons(
-        model,
-        tokenizer,
-        load_prompts("harmful_train", limit=128),
-        load_prompts("harmless_train", limit=128),
-        batch_size=32,
-    )
+    neurons = neurosteer.find_neurons(model, tokenizer, *refusal_training_pair(), batch_size=32)
     neurons.save(args.out / "neurons.safetensors")
     found_at = time.perf_counter()
     prompts = load_prompts("harmful_val", limit=32) + load_prompts("harmless_val", limit=32)

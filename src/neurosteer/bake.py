@@ -49,7 +49,8 @@ def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Modul
     return model
 
 
-def _writer_linears(model: nn.Module, lay: Layout) -> list[nn.Module]:
+def writer_linears(model: nn.Module, lay: Layout) -> list[nn.Module]:
+    """The linear maps that write into the residual stream: attention and MLP output projections."""
     if lay.arch.attn_out_proj is None:
         raise NeurosteerError(
             f"directional ablation cannot be baked exactly into {lay.model_type}: a norm follows each "
@@ -86,7 +87,7 @@ def bake_direction(model: nn.Module, direction: torch.Tensor, strength: float = 
         _check_in_memory(module.weight)
         _edit(module.weight, unit, hidden_axis=1, strength=strength)
     conv1d_types = {"Conv1D"}
-    for module in _writer_linears(model, lay):
+    for module in writer_linears(model, lay):
         _check_in_memory(module.weight)
         hidden_axis = 1 if type(module).__name__ in conv1d_types else 0
         _edit(module.weight, unit, hidden_axis=hidden_axis, strength=strength)

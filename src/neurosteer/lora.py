@@ -26,8 +26,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from neurosteer import __version__
-from neurosteer.architectures import Layout, _resolve, layout
+from neurosteer.architectures import Layout, layout
 from neurosteer.atomic import atomic_directory
+from neurosteer.bake import writer_linears
 from neurosteer.baselines import unit_direction
 from neurosteer.errors import NeurosteerError, OutputError
 from neurosteer.neuronset import NeuronSet
@@ -89,13 +90,7 @@ def neuron_updates(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -
 
 
 def _writers(model: nn.Module, lay: Layout) -> list[nn.Module]:
-    if lay.arch.attn_out_proj is None:
-        raise NeurosteerError(
-            f"directional ablation is not linear in the weights of {lay.model_type} (a norm follows each block); "
-            "steer with hooks instead"
-        )
-    attn = [_resolve(layer, lay.arch.attn_out_proj, lay.model_type) for layer in lay.layers]
-    writers = attn + list(lay.out_projs)
+    writers = writer_linears(model, lay)
     biased = [w for w in writers if getattr(w, "bias", None) is not None]
     if biased or lay.arch.position_embeddings:
         raise NeurosteerError(

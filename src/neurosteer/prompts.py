@@ -174,3 +174,8 @@ def _pick_field(path: Path, fields: list[str], column: str | None) -> str:
         f"{path}: no column {' or '.join(repr(w) for w in wanted)}; found {', '.join(fields) or 'none'}"
         + ("" if column else "; name the text column with --column")
     )
+
+
+def refusal_training_pair(limit: int = 128) -> tuple[list[str], list[str]]:
+    """The first ``limit`` harmful and harmless *training* prompts: what the defaults are built from."""
+    return load_prompts("harmful_train", limit=limit), load_prompts("harmless_train", limit=limit)

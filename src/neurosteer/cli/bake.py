@@ -12,7 +12,11 @@ from neurosteer.cli.common import (
     ConfigOpt,
     DeviceMapOpt,
     DeviceOpt,
+    DirectionFromOpt,
+    DirectionLayerOpt,
+    FactorOpt,
     ModelOpt,
+    NTrainOpt,
     TrustOpt,
     app,
     direction_from_spec,
@@ -30,18 +34,10 @@ from neurosteer.validation import finite
 def bake_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the checkpoint to.")],
     neurons: Annotated[Path | None, typer.Option(help="Neuron set to bake (scaled by --factor).")] = None,
-    factor: Annotated[float, typer.Option(help="Neuron factor: 0 ablates, >1 amplifies, <0 flips.")] = 0.0,
-    direction_from: Annotated[
-        str | None,
-        typer.Option(
-            "--ablate-direction",
-            help="Bake directional ablation instead: 'harmful_train,harmless_train' (positive,negative sets).",
-        ),
-    ] = None,
-    direction_layer: Annotated[
-        int | None, typer.Option(help="Layer of the ablated direction (default 60 % depth).")
-    ] = None,
-    n_train: Annotated[int, typer.Option(help="Training prompts per side for --ablate-direction.")] = 128,
+    factor: FactorOpt = 0.0,
+    direction_from: DirectionFromOpt = None,
+    direction_layer: DirectionLayerOpt = None,
+    n_train: NTrainOpt = 128,
     dtype: Annotated[str, typer.Option(help="dtype of the written weights: float32, bfloat16 or float16.")] = "float32",
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     model: ModelOpt = None,

@@ -85,6 +85,16 @@ TrustOpt = Annotated[
         "command that loads such a model; never read from the environment or a settings file.",
     ),
 ]
+FactorOpt = Annotated[float, typer.Option(help="Neuron factor: 0 ablates, >1 amplifies, <0 flips.")]
+DirectionFromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ablate-direction",
+        help="Directional ablation instead of neurons: 'harmful_train,harmless_train' (positive,negative sets).",
+    ),
+]
+DirectionLayerOpt = Annotated[int | None, typer.Option(help="Layer of the ablated direction (default 60 % depth).")]
+NTrainOpt = Annotated[int, typer.Option(help="Training prompts per side for --ablate-direction.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 

@@ -10,7 +10,11 @@ import typer
 from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     ConfigOpt,
+    DirectionFromOpt,
+    DirectionLayerOpt,
+    FactorOpt,
     ModelOpt,
+    NTrainOpt,
     TrustOpt,
     app,
     direction_from_spec,
@@ -31,19 +35,11 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter directory (lora) or .gguf file (gguf).")],
     fmt: Annotated[str, typer.Option("--format", help="lora (a PEFT adapter) or gguf (a llama.cpp file).")] = "lora",
     neurons: Annotated[Path | None, typer.Option(help="Neuron set to export (scaled by --factor).")] = None,
-    factor: Annotated[float, typer.Option(help="Neuron factor: 0 ablates, >1 amplifies, <0 flips.")] = 0.0,
-    direction_from: Annotated[
-        str | None,
-        typer.Option(
-            "--ablate-direction",
-            help="Export directional ablation instead: 'harmful_train,harmless_train' (positive,negative sets).",
-        ),
-    ] = None,
-    direction_layer: Annotated[
-        int | None, typer.Option(help="Layer of the ablated direction (default 60 % depth).")
-    ] = None,
+    factor: FactorOpt = 0.0,
+    direction_from: DirectionFromOpt = None,
+    direction_layer: DirectionLayerOpt = None,
     strength: Annotated[float, typer.Option(help="Directional ablation strength (1 removes the direction).")] = 1.0,
-    n_train: Annotated[int, typer.Option(help="Training prompts per side for --ablate-direction.")] = 128,
+    n_train: NTrainOpt = 128,
     uniform_rank: Annotated[
         bool,
         typer.Option(
