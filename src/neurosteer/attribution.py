@@ -1,0 +1,164 @@
+"""Causal neuron attribution: how much patching each neuron toward the opposite prompts would
+change a behaviour metric, to first order (gradient × contrastive gap).
+
+For a behaviour metric ``m`` read at the first answer token of the positive prompts (for
+refusal: the log-odds that the answer opens with a refusal token) and each neuron ``j`` at the
+prompt's last ``positions`` tokens (the last token, or the post-instruction template tokens such
+as ``<|im_end|>⏎<|im_start|>assistant⏎``), the score is
+
+    score_j = mean over positive prompts of  Σ_p  ∂m/∂a_{j,p} · (a_{j,p} − μ⁻_{j,p})
+
+the drop in ``m`` a linear model predicts when the neuron's activation is moved to the negative
+prompts' mean ``μ⁻`` at those positions ("attribution patching"). Large positive scores mark
+neurons whose activation on positive prompts causes the behaviour; unlike the correlational
+scores it weighs a neuron by what the model downstream does with it. One forward and one
+backward pass per batch of positive prompts (plus a forward pass over the negative ones for
+``μ⁻``); memory does not grow with the number of prompts.
+
+This is the score of "A Single Neuron Is Sufficient to Bypass Safety Alignment" (Kazemi et
+al.), computed in this package's neuron space; whether it beats the selective score here is
+not yet measured (see docs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer.activations import tokenize_prompts
+from neurosteer.architectures import layout
+from neurosteer.console import track
+from neurosteer.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.hooks import installed_hooks
+from neurosteer.metrics.refusal import refusal_opening_ids
+from neurosteer.validation import prompt_list, whole
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+"""Maps ``[batch, vocab]`` first-answer-token logits to a ``[batch]`` behaviour measure."""
+
+
+def refusal_logodds_metric(tokenizer: PreTrainedTokenizerBase) -> Metric:
+    """Log-odds that the first answer token opens a refusal (see :func:`refusal_opening_ids`)."""
+    ids = torch.tensor(refusal_opening_ids(tokenizer))
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+        inside = logprobs[:, ids.to(logits.device)].logsumexp(-1)
+        outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
+        return inside - outside
+
+    return metric
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """``[layers, neurons]`` scores and mean gradients (summed over the attributed positions), and
+    the negative prompts' ``[layers, positions, neurons]`` mean activations they are measured against."""
+
+    scores: torch.Tensor
+    gradient: torch.Tensor
+    negative_mean: torch.Tensor
+
+
+def _batches(model, tokenizer, prompts, batch_size, description, progress):
+    ids = tokenize_prompts(tokenizer, prompts, model=model)
+    batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
+    device = input_device(model)
+    for batch in track(batches, description, total=-(-len(ids) // batch_size), enabled=progress):
+        yield batch.to(device)
+
+
+def _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress) -> torch.Tensor:
+    """``[layers, positions, neurons]`` mean activation of the negative prompts at their last positions."""
+    total = torch.zeros(lay.n_layers, positions, lay.neurons_per_layer, dtype=torch.float64)
+    count = 0
+    seen: dict[int, torch.Tensor] = {}
+
+    def reader(layer: int):
+        return lambda _m, args: seen.__setitem__(layer, args[0])
+
+    hooks = [(proj, reader(i)) for i, proj in enumerate(lay.out_projs)]
+    with installed_hooks(pre=hooks), torch.inference_mode():
+        for batch in _batches(model, tokenizer, negative, batch_size, "negative prompts", progress):
+            rows = batch.input_ids.shape[0]
+            model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+                logits_to_keep=1,
+            )
+            for layer, values in seen.items():
+                values = values.reshape(rows, -1, values.shape[-1])[:, -positions:]
+                total[layer] += values.double().sum(0).cpu()
+            count += rows
+    return total / count
+
+
+def attribution_scores(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    *,
+    metric: Metric | None = None,
+    positions: int = 1,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Attribution:
+    """Attribution scores of every MLP neuron (see the module docstring).
+
+    ``metric`` defaults to the refusal log-odds; ``positions`` is how many of each prompt's last
+    tokens are attributed (left padding puts them in the last columns of every batch).
+    """
+    positive, negative = prompt_list("positive", positive), prompt_list("negative", negative)
+    whole("positions", positions)
+    whole("batch_size", batch_size)
+    lay = layout(model)
+    metric = metric or refusal_logodds_metric(tokenizer)
+    mu = _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress)
+    scores = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
+    gradient = torch.zeros_like(scores)
+    kept: dict[int, torch.Tensor] = {}
+
+    def keeper(layer: int):
+        def hook(_module: nn.Module, args: tuple) -> None:
+            kept[layer] = args[0]  # in the graph, so the gradient flows through every later layer too
+
+        return hook
+
+    def into_graph(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        # With frozen weights nothing would be recorded for backward: start the graph here.
+        return None if output.requires_grad else output.detach().requires_grad_(True)
+
+    hooks = [(proj, keeper(i)) for i, proj in enumerate(lay.out_projs)]
+    was_training = model.training
+    model.eval()
+    count = 0
+    try:
+        with installed_hooks(pre=hooks, post=[(model.get_input_embeddings(), into_graph)]), torch.enable_grad():
+            for batch in _batches(model, tokenizer, positive, batch_size, "positive prompts (gradients)", progress):
+                rows = batch.input_ids.shape[0]
+                logits = model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    use_cache=False,
+                    logits_to_keep=1,
+                ).logits[:, -1]
+                layers = sorted(kept)
+                grads = torch.autograd.grad(metric(logits).sum(), [kept[i] for i in layers])
+                for layer, grad in zip(layers, grads, strict=True):
+                    values = kept[layer].detach().reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
+                    grad = grad.reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
+                    scores[layer] += (grad * (values - mu[layer])).sum((0, 1))
+                    gradient[layer] += grad.sum((0, 1))
+                kept.clear()
+                count += rows
+    finally:
+        model.train(was_training)
+    return Attribution(scores=scores / count, gradient=gradient / count, negative_mean=mu)

@@ -1,0 +1,64 @@
+"""Causal attribution scores against finite differences of the patched model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurosteer.activations import tokenize_prompts
+from neurosteer.architectures import layout
+from neurosteer.attribution import attribution_scores, refusal_logodds_metric
+from neurosteer.encoding import iter_batches, pad_token_id
+from neurosteer.hooks import installed_hooks
+
+from conftest import NEGATIVE, POSITIVE
+from tiny import tiny_model, tiny_tokenizer
+
+
+def patched_metric(model, tok, layer, index, mu, positions, t):
+    """Mean refusal log-odds over POSITIVE with neuron (layer, index) moved t of the way to ``mu``."""
+    lay = layout(model)
+    metric = refusal_logodds_metric(tok)
+
+    ids = tokenize_prompts(tok, POSITIVE)
+    rows = len(ids)  # OPT flattens rows and positions inside its MLP: restore them by the row count
+
+    def hook(_module, args):
+        x = args[0].clone()
+        view = x.reshape(rows, -1, x.shape[-1])
+        tail = view[:, -positions:, index]
+        view[:, -positions:, index] = tail + t * (mu.to(x.dtype) - tail)
+        return (view.reshape(x.shape), *args[1:])
+
+    (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tok))
+    with installed_hooks(pre=[(lay.out_projs[layer], hook)]), torch.no_grad():
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits[:, -1]
+    return float(metric(logits).mean())
+
+
+@pytest.mark.parametrize(("family", "positions"), [("llama", 1), ("qwen2", 3), ("gpt2", 2), ("opt", 1)])
+def test_scores_match_finite_differences(family, positions):
+    model, tok = tiny_model(family), tiny_tokenizer()
+    found = attribution_scores(model, tok, POSITIVE, NEGATIVE, positions=positions, batch_size=2)
+    assert found.scores.shape == (3, 64)
+    order = found.scores.abs().flatten().argsort(descending=True)
+    for flat in [*order[:3].tolist(), int(order[-1])]:
+        layer, index = divmod(flat, 64)
+        mu = found.negative_mean[layer, :, index]
+        step = 1e-2
+        slope = (
+            patched_metric(model, tok, layer, index, mu, positions, step)
+            - patched_metric(model, tok, layer, index, mu, positions, -step)
+        ) / (2 * step)
+        # Moving to the negative mean lowers the metric by the score, to first order.
+        assert -slope == pytest.approx(float(found.scores[layer, index]), rel=2e-2, abs=2e-4)
+
+
+def test_batches_do_not_change_the_scores():
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    one = attribution_scores(model, tok, POSITIVE, NEGATIVE, batch_size=1)
+    many = attribution_scores(model, tok, POSITIVE, NEGATIVE, batch_size=5)
+    torch.testing.assert_close(one.scores, many.scores, rtol=1e-4, atol=1e-6)
+    assert float(one.scores.abs().max()) > 0
