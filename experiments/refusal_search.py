@@ -89,6 +89,25 @@ def all_position_mean_square(model, tokenizer, out: Path) -> torch.Tensor:
     return result
 
 
+def cached_attribution(model, tokenizer, out: Path, positions: int) -> torch.Tensor:
+    """``[layers, neurons]`` causal attribution scores on the training prompts, cached."""
+    from neurosteer.attribution import attribution_scores
+
+    path = out / f"attribution_p{positions}_{N_TRAIN}.pt"
+    if path.exists():
+        return torch.load(path)
+    found = attribution_scores(
+        model,
+        tokenizer,
+        load_prompts("harmful_train", limit=N_TRAIN),
+        load_prompts("harmless_train", limit=N_TRAIN),
+        positions=positions,
+        progress=True,
+    )
+    torch.save(found.scores, path)
+    return found.scores
+
+
 def out_column_weights(model) -> torch.Tensor:
     """``[layers, hidden, neurons]`` output-projection weights (what each neuron writes)."""
     lay = layout(model)
@@ -97,6 +116,8 @@ def out_column_weights(model) -> torch.Tensor:
 
 def score_matrix(name: str, stats, weights, direction_layer: int | None = None, lay=None) -> torch.Tensor:
     pos, neg = stats["neurons_pos"], stats["neurons_neg"]
+    if name.startswith("attribution"):  # patching toward the harmless mean lowers refusal
+        return stats[name].float().clamp(min=0)
     if name == "selective_all":  # the selective score with the damage counted at every position
         inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
         return scores.selective_scores(inputs, lay, negative_mean_square=stats["neg_all_ms"]).float()
@@ -187,6 +208,12 @@ GRIDS: dict[str, list[dict]] = {
     "more_prompts": [{"fraction": f} for f in (0.001, 0.0015, 0.002)],
     "all_positions": [{"score": "selective_all", "fraction": f} for f in (0.001, 0.002, 0.003)],
     "layers": [{"fraction": f, "max_layer": m} for m in (19, 16) for f in (0.001, 0.002, 0.003)],
+    # Causal attribution (gradient x gap) at the last token and the five post-instruction tokens.
+    "attribution": [{"fraction": 0.001}]  # the current default again, to check the rows reproduce
+    + [{"score": "attribution_p1", "fraction": f} for f in (0.0005, 0.001, 0.002)]
+    + [{"score": "attribution_p5", "fraction": f} for f in (0.001, 0.002)],
+    "attribution_small": [{"score": "attribution_p1", "fraction": f} for f in (0.0001, 0.0002, 0.0003)]
+    + [{"score": "attribution_p5", "fraction": 0.0005}],
 }
 
 
@@ -209,6 +236,9 @@ def main() -> None:
     stats = cached_stats(model, tokenizer, args.out)
     if args.grid == "all_positions":
         stats["neg_all_ms"] = all_position_mean_square(model, tokenizer, args.out)
+    if args.grid.startswith("attribution"):
+        for positions in (1, 5):
+            stats[f"attribution_p{positions}"] = cached_attribution(model, tokenizer, args.out, positions)
     weights = out_column_weights(model)
     evaluate = Evaluator(model, tokenizer)
     if args.grid == "baselines":

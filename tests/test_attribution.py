@@ -62,3 +62,17 @@ def test_batches_do_not_change_the_scores():
     many = attribution_scores(model, tok, POSITIVE, NEGATIVE, batch_size=5)
     torch.testing.assert_close(one.scores, many.scores, rtol=1e-4, atol=1e-6)
     assert float(one.scores.abs().max()) > 0
+
+
+def test_find_neurons_with_the_attribution_score():
+    import neurosteer
+
+    model, tok = tiny_model("qwen3"), tiny_tokenizer()
+    found = neurosteer.find_neurons(model, tok, POSITIVE, NEGATIVE, score="attribution", top_k=5, positions=2)
+    direct = attribution_scores(model, tok, POSITIVE, NEGATIVE, positions=2, batch_size=16).scores.clamp(min=0)
+    expected = direct.flatten().argsort(descending=True)[:5]
+    assert [int(layer) * 64 + int(index) for layer, index in zip(found.layers, found.indices, strict=True)] == [
+        int(i) for i in expected
+    ]
+    assert found.method["score"] == "attribution" and found.method["position"] == "last_2_tokens"
+    assert bool((found.scores > 0).all())

@@ -64,15 +64,15 @@ class Attribution:
     negative_mean: torch.Tensor
 
 
-def _batches(model, tokenizer, prompts, batch_size, description, progress):
-    ids = tokenize_prompts(tokenizer, prompts, model=model)
+def _batches(model, tokenizer, prompts, batch_size, description, progress, chat_template=True):
+    ids = tokenize_prompts(tokenizer, prompts, model=model, chat_template=chat_template)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
     device = input_device(model)
     for batch in track(batches, description, total=-(-len(ids) // batch_size), enabled=progress):
         yield batch.to(device)
 
 
-def _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress) -> torch.Tensor:
+def _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template) -> torch.Tensor:
     """``[layers, positions, neurons]`` mean activation of the negative prompts at their last positions."""
     total = torch.zeros(lay.n_layers, positions, lay.neurons_per_layer, dtype=torch.float64)
     count = 0
@@ -83,7 +83,7 @@ def _negative_means(model, tokenizer, negative, lay, positions, batch_size, prog
 
     hooks = [(proj, reader(i)) for i, proj in enumerate(lay.out_projs)]
     with installed_hooks(pre=hooks), torch.inference_mode():
-        for batch in _batches(model, tokenizer, negative, batch_size, "negative prompts", progress):
+        for batch in _batches(model, tokenizer, negative, batch_size, "negative prompts", progress, chat_template):
             rows = batch.input_ids.shape[0]
             model(
                 input_ids=batch.input_ids,
@@ -108,6 +108,7 @@ def attribution_scores(
     metric: Metric | None = None,
     positions: int = 1,
     batch_size: int = 8,
+    chat_template: bool = True,
     progress: bool = False,
 ) -> Attribution:
     """Attribution scores of every MLP neuron (see the module docstring).
@@ -120,7 +121,7 @@ def attribution_scores(
     whole("batch_size", batch_size)
     lay = layout(model)
     metric = metric or refusal_logodds_metric(tokenizer)
-    mu = _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress)
+    mu = _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template)
     scores = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
     gradient = torch.zeros_like(scores)
     kept: dict[int, torch.Tensor] = {}
@@ -141,7 +142,8 @@ def attribution_scores(
     count = 0
     try:
         with installed_hooks(pre=hooks, post=[(model.get_input_embeddings(), into_graph)]), torch.enable_grad():
-            for batch in _batches(model, tokenizer, positive, batch_size, "positive prompts (gradients)", progress):
+            label = "positive prompts (gradients)"
+            for batch in _batches(model, tokenizer, positive, batch_size, label, progress, chat_template):
                 rows = batch.input_ids.shape[0]
                 logits = model(
                     input_ids=batch.input_ids,

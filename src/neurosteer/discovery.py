@@ -20,7 +20,7 @@ from neurosteer.scores import NEEDS_RESIDUAL, ScoreInputs, check_score, neuron_s
 from neurosteer.stats import RunningStats
 from neurosteer.validation import finite, prompt_list, whole
 
-ScoreName = Literal["mean_diff", "standardized", "selective"]
+ScoreName = Literal["mean_diff", "standardized", "selective", "attribution"]
 
 
 def count_to_keep(total: int, fraction: float | None, top_k: int | None) -> int:
@@ -85,6 +85,7 @@ def find_neurons(
     drop_universal: float | None = None,
     chat_template: bool = True,
     padding_side: str = "left",
+    positions: int = 1,
     progress: bool = False,
 ) -> NeuronSet:
     """Find the MLP neurons whose last-token activations separate ``positive`` from ``negative``.
@@ -103,6 +104,8 @@ def find_neurons(
             :mod:`neurosteer.scores`.
         drop_universal: quantile above which neurons with large activations on every prompt
             are left out (``None`` keeps them).
+        positions: for ``score="attribution"``, how many of each prompt's last tokens are
+            attributed (1: the last token; 5 covers Qwen's ``<|im_end|>⏎<|im_start|>assistant⏎``).
 
     Returns:
         A :class:`NeuronSet` sorted by |score|, largest first.
@@ -115,6 +118,7 @@ def find_neurons(
             "and prompts that do not"
         )
     score = score or DISCOVERY.score
+    whole("positions", positions)
     skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
     check_score(score)
     lay = layout(model)
@@ -139,8 +143,24 @@ def find_neurons(
         "skip_layers": skip_layers,
         "drop_universal": drop_universal,
         "chat_template": chat_template,
-        "position": "last_token",
+        "position": "last_token" if score != "attribution" else f"last_{positions}_tokens",
     }
+    if score == "attribution":
+        from neurosteer.attribution import attribution_scores
+
+        attributed = attribution_scores(
+            model,
+            tokenizer,
+            positive,
+            negative,
+            positions=positions,
+            batch_size=batch_size,
+            chat_template=chat_template,
+            progress=progress,
+        )
+        matrix = attributed.scores.clamp(min=0)
+    else:
+        matrix = neuron_scores(score, inputs, lay)
     prompts = {
         "n_positive": len(positive),
         "n_negative": len(negative),
@@ -151,7 +171,7 @@ def find_neurons(
         model,
         inputs.neurons_positive,
         inputs.neurons_negative,
-        neuron_scores(score, inputs, lay),
+        matrix,
         k,
         skip_layers=skip_layers,
         drop_universal=drop_universal,

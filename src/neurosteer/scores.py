@@ -6,6 +6,10 @@
 ``standardized``
     the difference over the pooled standard deviation: selective, but blind to how much a
     neuron actually writes into the model.
+``attribution``
+    causal: the drop in the refusal log-odds a first-order model predicts when the neuron is
+    moved to the negative prompts' mean (gradient × gap, :mod:`neurosteer.attribution`); only
+    neurons with a positive prediction are kept. Needs a backward pass, not these statistics.
 ``selective``
     what ablating the neuron removes of the behaviour, per unit of damage. With ``w`` the
     neuron's column of the MLP output projection and ``r`` the unit mean-difference direction
@@ -30,7 +34,7 @@ from neurosteer.architectures import Layout
 from neurosteer.errors import SettingsError
 from neurosteer.stats import RunningStats, pooled_std
 
-SCORES: tuple[str, ...] = ("mean_diff", "standardized", "selective")
+SCORES: tuple[str, ...] = ("mean_diff", "standardized", "selective", "attribution")
 NEEDS_RESIDUAL = frozenset({"selective"})
 _STD_FLOOR = 1e-6
 COST_FLOOR_QUANTILE = 0.75

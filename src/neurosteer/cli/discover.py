@@ -42,7 +42,13 @@ def discover(
         float | None, typer.Option(help=f"Share of all MLP neurons to keep (default {DISCOVERY.fraction}).")
     ] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Keep this many neurons instead of a fraction.")] = None,
-    score: Annotated[str | None, typer.Option(help=f"mean_diff or standardized (default {DISCOVERY.score}).")] = None,
+    score: Annotated[
+        str | None,
+        typer.Option(help=f"mean_diff, standardized, selective or attribution (default {DISCOVERY.score})."),
+    ] = None,
+    positions: Annotated[
+        int, typer.Option(help="attribution: how many of each prompt's last tokens are attributed.")
+    ] = 1,
     skip_layers: Annotated[
         int | None, typer.Option(help=f"Leave the first N layers out (default {DISCOVERY.skip_layers}).")
     ] = None,
@@ -86,6 +92,7 @@ def discover(
         score=score,
         skip_layers=skip_layers,
         drop_universal=drop_universal,
+        positions=positions,
         batch_size=settings.batch_size,
         chat_template=settings.chat_template,
         progress=progress,
