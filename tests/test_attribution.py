@@ -7,9 +7,10 @@ import torch
 
 from neurosteer.activations import tokenize_prompts
 from neurosteer.architectures import layout
-from neurosteer.attribution import attribution_scores, refusal_logodds_metric
+from neurosteer.attribution import attribution_scores
 from neurosteer.encoding import iter_batches, pad_token_id
 from neurosteer.hooks import installed_hooks
+from neurosteer.metrics.refusal import refusal_logodds_metric
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model, tiny_tokenizer

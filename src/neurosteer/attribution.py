@@ -22,7 +22,7 @@ not yet measured (see docs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,24 +34,8 @@ from neurosteer.architectures import layout
 from neurosteer.console import track
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
 from neurosteer.hooks import installed_hooks
-from neurosteer.metrics.refusal import refusal_opening_ids
+from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.validation import prompt_list, whole
-
-Metric = Callable[[torch.Tensor], torch.Tensor]
-"""Maps ``[batch, vocab]`` first-answer-token logits to a ``[batch]`` behaviour measure."""
-
-
-def refusal_logodds_metric(tokenizer: PreTrainedTokenizerBase) -> Metric:
-    """Log-odds that the first answer token opens a refusal (see :func:`refusal_opening_ids`)."""
-    ids = torch.tensor(refusal_opening_ids(tokenizer))
-
-    def metric(logits: torch.Tensor) -> torch.Tensor:
-        logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-        inside = logprobs[:, ids.to(logits.device)].logsumexp(-1)
-        outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
-        return inside - outside
-
-    return metric
 
 
 @dataclass(frozen=True)

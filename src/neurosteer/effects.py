@@ -26,7 +26,7 @@ from neurosteer.architectures import Layout, layout
 from neurosteer.console import track
 from neurosteer.encoding import Batch, input_device, iter_batches, pad_token_id
 from neurosteer.hooks import installed_hooks
-from neurosteer.metrics.refusal import refusal_opening_ids
+from neurosteer.metrics.refusal import refusal_logodds_metric
 from neurosteer.neuronset import NeuronSet
 from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.steering import Factor, per_neuron_factors
@@ -251,7 +251,7 @@ def leave_one_out(
     lay = layout(model)
     neurons.check_compatible(model, lay)
     factors = variant_factors(neurons, factor)
-    refusal_ids = torch.tensor(refusal_opening_ids(tokenizer))
+    refusal_logodds = refusal_logodds_metric(tokenizer)
     results: dict[str, torch.Tensor] = {}
     for name, prompts in (("harmful", harmful), ("harmless", harmless)):
         ids = tokenize_prompts(tokenizer, prompts, model=model)
@@ -261,10 +261,8 @@ def leave_one_out(
         (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
         label = f"leave-one-out ({name})"
         logprobs = _all_variants(model, lay, neurons, factors, prefix, batch, rows_per_pass, label, progress)
-        if name == "harmful":
-            inside = logprobs[..., refusal_ids].logsumexp(-1)
-            outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
-            results[name] = (inside - outside).mean(1)
+        if name == "harmful":  # log-softmax of log-probabilities changes nothing: the metric takes them
+            results[name] = refusal_logodds(logprobs.flatten(0, 1)).reshape(logprobs.shape[:2]).mean(1)
         else:
             reference = logprobs[0]
             results[name] = (reference.exp() * (reference - logprobs)).sum(-1).mean(1)

@@ -75,10 +75,6 @@ def _gguf_names(arch: str, n_layers: int):
     return gguf.get_tensor_name_map(by_name[arch], n_layers)
 
 
-def _field_value(field):
-    return field.contents()
-
-
 def _copy_metadata(reader, writer, record: dict) -> None:
     import gguf
 
@@ -86,11 +82,11 @@ def _copy_metadata(reader, writer, record: dict) -> None:
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue  # written by the writer itself, or not metadata at all
         if field.name == gguf.Keys.General.ALIGNMENT:
-            writer.add_custom_alignment(int(_field_value(field)))
+            writer.add_custom_alignment(int(field.contents()))
             continue
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, _field_value(field), kind, sub_type=sub)
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
     writer.add_string("neurosteer.record", json.dumps(record, sort_keys=True))
 
 

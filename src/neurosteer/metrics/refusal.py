@@ -10,7 +10,9 @@ second opinion.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import torch
 
 WINDOW = 200
 
@@ -90,3 +92,20 @@ def refusal_opening_ids(tokenizer) -> list[int]:
         if ids:
             found.add(int(ids[0]))
     return sorted(found)
+
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+"""Maps ``[batch, vocab]`` first-answer-token logits to a ``[batch]`` behaviour measure."""
+
+
+def refusal_logodds_metric(tokenizer) -> Metric:
+    """Log-odds that the first answer token opens a refusal (see :func:`refusal_opening_ids`)."""
+    ids = torch.tensor(refusal_opening_ids(tokenizer))
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+        inside = logprobs[:, ids.to(logits.device)].logsumexp(-1)
+        outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
+        return inside - outside
+
+    return metric
