@@ -112,6 +112,17 @@ def forward_base(model: nn.Module, batch: Batch, prefix: PrefixCache | None = No
     )
 
 
+def next_token_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """``[rows, vocab]`` logits of the token after each left-padded prompt (only that position's)."""
+    return model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        logits_to_keep=1,
+    ).logits[:, -1]
+
+
 Site = Literal["neurons", "residual"]
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.activations import tokenize_prompts
+from neurosteer.activations import forward_base, next_token_logits, tokenize_prompts
 from neurosteer.architectures import layout
 from neurosteer.console import track
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
@@ -69,13 +69,7 @@ def _negative_means(model, tokenizer, negative, lay, positions, batch_size, prog
     with installed_hooks(pre=hooks), torch.inference_mode():
         for batch in _batches(model, tokenizer, negative, batch_size, "negative prompts", progress, chat_template):
             rows = batch.input_ids.shape[0]
-            model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            )
+            forward_base(model, batch)  # activations only: no LM head
             for layer, values in seen.items():
                 values = values.reshape(rows, -1, values.shape[-1])[:, -positions:]
                 total[layer] += values.double().sum(0).cpu()
@@ -129,13 +123,7 @@ def attribution_scores(
             label = "positive prompts (gradients)"
             for batch in _batches(model, tokenizer, positive, batch_size, label, progress, chat_template):
                 rows = batch.input_ids.shape[0]
-                logits = model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids,
-                    use_cache=False,
-                    logits_to_keep=1,
-                ).logits[:, -1]
+                logits = next_token_logits(model, batch)
                 layers = sorted(kept)
                 grads = torch.autograd.grad(metric(logits).sum(), [kept[i] for i in layers])
                 for layer, grad in zip(layers, grads, strict=True):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.activations import tokenize_prompts
+from neurosteer.activations import next_token_logits, tokenize_prompts
 from neurosteer.console import track
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
 
@@ -38,13 +38,7 @@ def first_token_logprobs(
     with torch.inference_mode():
         for batch in track(batches, "first-token logits", total=-(-len(ids) // batch_size), enabled=progress):
             batch = batch.to(device)
-            logits = model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1]
+            logits = next_token_logits(model, batch)
             for row, values in zip(batch.rows, torch.log_softmax(logits.float(), -1).cpu(), strict=True):
                 rows[row] = values
     return torch.stack([rows[i] for i in range(len(ids))])
