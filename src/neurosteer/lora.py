@@ -32,6 +32,7 @@ from neurosteer.bake import writer_linears
 from neurosteer.baselines import unit_direction
 from neurosteer.errors import NeurosteerError, OutputError
 from neurosteer.neuronset import NeuronSet
+from neurosteer.scores import output_columns
 from neurosteer.steering import Factor, per_neuron_factors
 from neurosteer.validation import finite
 
@@ -80,7 +81,7 @@ def neuron_updates(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
         proj = lay.out_projs[int(layer)]
-        weight = _linear_map(proj, lay.arch.conv1d)
+        weight = output_columns(lay, int(layer))
         index = neurons.indices[picked]
         a = torch.zeros(len(index), weight.shape[1], dtype=torch.float64)
         a[torch.arange(len(index)), index] = 1.0
