@@ -11,23 +11,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 import neurosteer
-from neurosteer import scores
 from neurosteer.activations import last_token_stats
 from neurosteer.architectures import layout
 from neurosteer.discovery import count_to_keep, select_neurons
-from neurosteer.generation import generate
-from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
-from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.prompts import load_prompts
-from neurosteer.scores import ScoreInputs, neuron_scores
+from neurosteer.scores import ScoreInputs, Selective, neuron_scores
 from neurosteer.stats import RunningStats
 
 N_TRAIN = 128
@@ -114,16 +109,20 @@ def out_column_weights(model) -> torch.Tensor:
     return torch.stack([p.weight.detach().float() for p in lay.out_projs])
 
 
-def score_matrix(name: str, stats, weights, direction_layer: int | None = None, lay=None) -> torch.Tensor:
+def score_matrix(
+    name: str, stats, weights, direction_layer: int | None = None, lay=None, floor_quantile: float = 0.75
+) -> torch.Tensor:
     pos, neg = stats["neurons_pos"], stats["neurons_neg"]
     if name.startswith("attribution"):  # patching toward the harmless mean lowers refusal
         return stats[name].float().clamp(min=0)
     if name == "selective_all":  # the selective score with the damage counted at every position
         inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
-        return scores.selective_scores(inputs, lay, negative_mean_square=stats["neg_all_ms"]).float()
+        selective = Selective(cost_floor_quantile=floor_quantile)
+        return selective.matrix(inputs, lay, negative_mean_square=stats["neg_all_ms"]).float()
     if name in ("mean_diff", "standardized", "selective"):
         inputs = ScoreInputs(pos, neg, stats["residual_pos"], stats["residual_neg"])
-        return neuron_scores(name, inputs, lay).float()
+        score = Selective(cost_floor_quantile=floor_quantile) if name == "selective" else name
+        return neuron_scores(score, inputs, lay).float()
     diff = (pos.mean - neg.mean).float()
     if name == "write_norm":  # difference times the size of what the neuron writes
         return diff * weights.norm(dim=1)
@@ -144,31 +143,26 @@ def score_matrix(name: str, stats, weights, direction_layer: int | None = None, 
     raise ValueError(name)
 
 
-class Evaluator:
-    def __init__(self, model, tokenizer, tokens: int = 24, n_harmless_gen: int = 32, n_kl: int = 64):
-        self.model, self.tokenizer, self.tokens = model, tokenizer, tokens
-        self.harmful = load_prompts("harmful_val")
-        self.harmless_gen = load_prompts("harmless_val", limit=n_harmless_gen)
-        self.harmless_kl = load_prompts("harmless_val", limit=n_kl)
-        self.reference = first_token_logprobs(model, tokenizer, self.harmless_kl)
+def make_evaluator(model, tokenizer, tokens: int = 24, n_harmless: int = 64):
+    """The package's evaluator on the validation split: all 39 harmful_val prompts, the first
+    ``n_harmless`` harmless_val prompts (answers and first-token KL), ``tokens`` tokens per answer."""
+    plan = EvalPlan(harmful_sets=["harmful_val"], n_harmful=None, n_harmless=n_harmless, max_new_tokens=tokens)
+    evaluator = Evaluator(model, tokenizer, plan)
 
-    def __call__(self, steering) -> dict:
-        start = time.time()
-        with steering:
-            harmful = generate(self.model, self.tokenizer, self.harmful, max_new_tokens=self.tokens, batch_size=40)
-            harmless = generate(
-                self.model, self.tokenizer, self.harmless_gen, max_new_tokens=self.tokens, batch_size=32
-            )
-            logprobs = first_token_logprobs(self.model, self.tokenizer, self.harmless_kl)
+    def evaluate(steering) -> dict:
+        result = evaluator.run(steering)
+        metrics = result.metrics
         return {
-            "refusal_val": round(refusal_rate(harmful), 3),
-            "harmless_refusal": round(refusal_rate(harmless), 3),
-            "kl": round(kl_divergence(self.reference, logprobs), 4),
-            "quality": round(mean_ngram_quality(harmful + harmless), 3),
-            "degenerate": round(degenerate_rate(harmful + harmless), 3),
-            "seconds": round(time.time() - start, 1),
-            "sample": harmful[:3],
+            "refusal_val": round(metrics["refusal_harmful"], 3),
+            "harmless_refusal": round(metrics["refusal_harmless"], 3),
+            "kl": round(metrics["kl"], 4),
+            "quality": round(metrics["quality"], 3),
+            "degenerate": round(metrics["degenerate"], 3),
+            "seconds": round(metrics["seconds"], 1),
+            "sample": result.answers["harmful_val"][:3],
         }
+
+    return evaluate
 
 
 # Each grid is a list of settings; keys left out take the defaults below.
@@ -240,7 +234,7 @@ def main() -> None:
         for positions in (1, 5):
             stats[f"attribution_p{positions}"] = cached_attribution(model, tokenizer, args.out, positions)
     weights = out_column_weights(model)
-    evaluate = Evaluator(model, tokenizer)
+    evaluate = make_evaluator(model, tokenizer)
     if args.grid == "baselines":
         run_baselines(model, tokenizer, stats, evaluate, args.out)
         return
@@ -259,9 +253,10 @@ def main() -> None:
             name = config_name(config)
             if f"{name}|n={N_TRAIN}" in done:
                 continue
-            scores.COST_FLOOR_QUANTILE = config["floor_quantile"]
             k = count_to_keep(lay.n_neurons, config["fraction"], None)
-            matrix = score_matrix(config["score"], stats, weights, config["direction_layer"], lay)
+            matrix = score_matrix(
+                config["score"], stats, weights, config["direction_layer"], lay, config["floor_quantile"]
+            )
             if config["max_layer"] is not None:
                 matrix[config["max_layer"] + 1 :] = 0
             neurons = select_neurons(

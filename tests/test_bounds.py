@@ -23,10 +23,27 @@ def test_best_cell_per_method_within_bounds():
     ]
     summary = {b["method"]: b for b in best_within_bounds(rows)}
     assert summary["cna"]["strength"] == 1.0
-    assert summary["cna"]["reduction"] == pytest.approx(0.75)
-    assert summary["caa"]["strength"] == 1.0 and summary["caa"]["refusal"] == 0.4
-    assert summary["ablation"]["strength"] is None and summary["ablation"]["reduction"] == 0.0
+    assert summary["cna"]["change"] == pytest.approx(0.75)
+    assert summary["caa"]["strength"] == 1.0 and summary["caa"]["value"] == 0.4
+    assert summary["ablation"]["strength"] is None and summary["ablation"]["change"] == 0.0
     assert list(summary) == ["cna", "caa", "ablation"]
+
+
+def test_amplifying_an_ab_behaviour_reads_directions_from_the_registry():
+    """No quality column (first-token behaviour): only KL bounds; amplify picks the highest p_matching."""
+    rows = [
+        {"method": "none", "strength": 0.0, "p_matching": 0.5, "kl": 0.0},
+        {"method": "caa", "strength": -1.0, "p_matching": 0.9, "kl": 0.5},  # too much KL
+        {"method": "caa", "strength": -0.5, "p_matching": 0.7, "kl": 0.1},
+        {"method": "caa", "strength": 1.0, "p_matching": 0.2, "kl": 0.1},
+    ]
+    amplified = best_within_bounds(rows, target="p_matching", goal="amplify")[0]
+    assert amplified["strength"] == -0.5 and amplified["change"] == pytest.approx(0.4)
+    removed = best_within_bounds(rows, target="p_matching", goal="remove")[0]
+    assert removed["strength"] == 1.0 and removed["change"] == pytest.approx(0.6)
+    assert (
+        best_within_bounds(rows, Bounds(limits={"kl": 1.0}), target="p_matching", goal="amplify")[0]["strength"] == -1.0
+    )
 
 
 def test_mmlu_drop_counts_in_points_only_when_measured():

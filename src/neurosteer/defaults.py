@@ -24,13 +24,24 @@ class SteeringDefaults:
 
 
 @dataclass(frozen=True)
-class DemoDefaults:
-    n_train: int = 128
-    n_eval: int = 100
-    max_new_tokens: int = 64
+class RunDefaults:
+    """Defaults every command shares; the settings class and the evaluation plan read them here."""
+
     batch_size: int = 32
+    max_new_tokens: int = 64
+    n_train: int = 128
+    behaviour: str = "refusal"
+
+
+@dataclass(frozen=True)
+class EvalDefaults:
+    n_harmful: int = 100
+    n_harmless: int = 100
+    n_questions: int = 100
+    mmlu_per_subject: int = 10
 
 
 DISCOVERY = DiscoveryDefaults()
 STEERING = SteeringDefaults()
-DEMO = DemoDefaults()
+RUN = RunDefaults()
+EVAL = EvalDefaults()

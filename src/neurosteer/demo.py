@@ -7,6 +7,7 @@ used to choose anything: the 100 JailbreakBench behaviours and harmless validati
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,14 +15,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer.atomic import atomic_path, check_writable
-from neurosteer.defaults import DEMO, STEERING
+from neurosteer.behaviours.prompted import REFUSAL
+from neurosteer.defaults import EVAL, RUN, STEERING
 from neurosteer.discovery import find_neurons
-from neurosteer.generation import generate
-from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
+from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
 from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.neuronset import NeuronSet
-from neurosteer.prompts import load_prompts
 from neurosteer.steering import steer
 from neurosteer.validation import finite, whole
 
@@ -72,14 +72,18 @@ def run_demo(
     tokenizer: PreTrainedTokenizerBase,
     out_dir: Path,
     *,
-    n_train: int = DEMO.n_train,
-    n_eval: int = DEMO.n_eval,
-    max_new_tokens: int = DEMO.max_new_tokens,
-    batch_size: int = DEMO.batch_size,
+    n_train: int = RUN.n_train,
+    n_eval: int = EVAL.n_harmful,
+    max_new_tokens: int = RUN.max_new_tokens,
+    batch_size: int = RUN.batch_size,
     factor: float = STEERING.factor,
     progress: bool = True,
 ) -> DemoResult:
-    """Discover, save, and compare answers before and after ablation; write everything to ``out_dir``."""
+    """Discover, save, and compare answers before and after ablation; write everything to ``out_dir``.
+
+    The measures come from the same :class:`~neurosteer.evaluation.Evaluator` as ``eval`` and
+    ``sweep`` (refusal behaviour, JailbreakBench and harmless validation prompts).
+    """
     for name, value in (
         ("n_train", n_train),
         ("n_eval", n_eval),
@@ -90,23 +94,23 @@ def run_demo(
     finite("factor", factor)
     check_writable(out_dir, directory=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    harmful_train = load_prompts("harmful_train", limit=n_train)
-    harmless_train = load_prompts("harmless_train", limit=n_train)
+    harmful_train, harmless_train = REFUSAL.training_pair(n_train)
     neurons = find_neurons(model, tokenizer, harmful_train, harmless_train, batch_size=batch_size, progress=progress)
     neurons.save(out_dir / "refusal_neurons.safetensors")
-    result = DemoResult(neurons=neurons, factor=factor)
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-    for name in ("jailbreakbench", "harmless_val"):
-        prompts = load_prompts(name, limit=n_eval)
-        before = generate(model, tokenizer, prompts, description=f"{name}: unsteered", **options)
-        with steer(model, neurons, factor=factor):
-            after = generate(model, tokenizer, prompts, description=f"{name}: ablated", **options)
-        result.sets.append(SetResult(name, prompts, before, after))
-    harmless = result.sets[-1].prompts
-    reference = first_token_logprobs(model, tokenizer, harmless, batch_size=batch_size)
-    with steer(model, neurons, factor=factor):
-        steered = first_token_logprobs(model, tokenizer, harmless, batch_size=batch_size)
-    result.kl_harmless = kl_divergence(reference, steered)
+    plan = EvalPlan(
+        harmful_sets=["jailbreakbench"],
+        n_harmful=n_eval,
+        n_harmless=n_eval,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    evaluator = Evaluator(model, tokenizer, plan, behaviour=REFUSAL, progress=progress)
+    before = evaluator.run(nullcontext(), label="unsteered")
+    after = evaluator.run(steer(model, neurons, factor=factor), label="ablated")
+    result = DemoResult(neurons=neurons, factor=factor, kl_harmless=after.metrics["kl"])
+    for name in before.records:
+        prompts = [r["prompt"] for r in before.records[name]]
+        result.sets.append(SetResult(name, prompts, before.answers[name], after.answers[name]))
     write_outputs(result, out_dir)
     return result
 

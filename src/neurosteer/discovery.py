@@ -10,15 +10,15 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer import __version__
-from neurosteer.activations import last_token_stats
 from neurosteer.architectures import layout
+from neurosteer.contrast import ContrastStats, collect_contrast
 from neurosteer.defaults import DISCOVERY
+from neurosteer.encoding import Prompt
 from neurosteer.errors import SettingsError
-from neurosteer.fingerprint import prompts_fingerprint
 from neurosteer.neuronset import ModelSignature, NeuronSet
-from neurosteer.scores import NEEDS_RESIDUAL, ScoreInputs, check_score, neuron_scores
+from neurosteer.scores import Score, make_score, neuron_scores
 from neurosteer.stats import RunningStats
-from neurosteer.validation import finite, prompt_list, whole
+from neurosteer.validation import finite, whole
 
 ScoreName = Literal["mean_diff", "standardized", "selective", "attribution"]
 
@@ -74,14 +74,14 @@ def rank(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> tuple[torch.Ten
 def find_neurons(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    positive: Sequence[str],
-    negative: Sequence[str],
+    positive: Sequence[Prompt],
+    negative: Sequence[Prompt],
     *,
     fraction: float | None = None,
     top_k: int | None = None,
     batch_size: int = 16,
     skip_layers: int | None = None,
-    score: ScoreName | None = None,
+    score: ScoreName | Score | None = None,
     drop_universal: float | None = None,
     chat_template: bool = True,
     padding_side: str = "left",
@@ -94,89 +94,94 @@ def find_neurons(
         model: a Hugging Face causal LM of a supported architecture.
         tokenizer: its tokenizer; its chat template formats the prompts unless
             ``chat_template=False``.
-        positive: prompts that show the behaviour (e.g. harmful requests the model refuses).
+        positive: prompts that show the behaviour (e.g. harmful requests the model refuses), as
+            strings or :class:`~neurosteer.encoding.ChatPrompt` with an opened answer.
         negative: prompts that do not.
         fraction: share of all MLP neurons to keep; ``top_k`` keeps a fixed number instead.
             Without either, the documented default (:data:`neurosteer.defaults.DISCOVERY`).
         skip_layers: leave the first layers out of the selection.
-        score: ``"mean_diff"`` (behaviour minus opposite), ``"standardized"`` (over the pooled
-            standard deviation) or ``"selective"`` (behaviour removed per unit of damage); see
-            :mod:`neurosteer.scores`.
+        score: a name from :data:`neurosteer.scores.SCORES` (``"mean_diff"``, ``"standardized"``,
+            ``"selective"``, ``"attribution"``) or a parameterised :class:`~neurosteer.scores.Score`.
         drop_universal: quantile above which neurons with large activations on every prompt
             are left out (``None`` keeps them).
-        positions: for ``score="attribution"``, how many of each prompt's last tokens are
-            attributed (1: the last token; 5 covers Qwen's ``<|im_end|>⏎<|im_start|>assistant⏎``).
+        positions: for ``score="attribution"`` given by name, how many of each prompt's last
+            tokens are attributed (1: the last token; 5 covers Qwen's ``<|im_end|>⏎<|im_start|>assistant⏎``).
 
     Returns:
         A :class:`NeuronSet` sorted by |score|, largest first.
     """
-    positive, negative = prompt_list("positive", positive), prompt_list("negative", negative)
-    whole("batch_size", batch_size)
-    if sorted(positive) == sorted(negative):
-        raise SettingsError(
-            "the positive and negative prompts are the same; give prompts that show the behaviour "
-            "and prompts that do not"
-        )
-    score = score or DISCOVERY.score
     whole("positions", positions)
-    skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
-    check_score(score)
-    lay = layout(model)
-    k = count_to_keep(lay.n_neurons, fraction, top_k)
-    check_filters(lay.n_layers, skip_layers, drop_universal)
-    common = dict(
+    chosen = make_score(score or DISCOVERY.score, **({"positions": positions} if score == "attribution" else {}))
+    contrast = collect_contrast(
+        model,
+        tokenizer,
+        positive,
+        negative,
         batch_size=batch_size,
         chat_template=chat_template,
         padding_side=padding_side,
-        lay=lay,
         progress=progress,
     )
-    sites = ("neurons", "residual") if score in NEEDS_RESIDUAL else ("neurons",)
-    pos = last_token_stats(model, tokenizer, positive, sites=sites, description="positive prompts", **common)
-    neg = last_token_stats(model, tokenizer, negative, sites=sites, description="negative prompts", **common)
-    inputs = ScoreInputs(pos["neurons"], neg["neurons"], pos.get("residual"), neg.get("residual"))
+    matrix = None
+    if chosen.needs_model:
+        matrix = chosen.from_model(
+            model, tokenizer, positive, negative, batch_size=batch_size, chat_template=chat_template, progress=progress
+        )
+    return neurons_from_contrast(
+        model,
+        contrast,
+        chosen,
+        fraction=fraction,
+        top_k=top_k,
+        skip_layers=skip_layers,
+        drop_universal=drop_universal,
+        matrix=matrix,
+    )
+
+
+def neurons_from_contrast(
+    model: nn.Module,
+    contrast: ContrastStats,
+    score: str | Score | None = None,
+    *,
+    fraction: float | None = None,
+    top_k: int | None = None,
+    skip_layers: int | None = None,
+    drop_universal: float | None = None,
+    matrix: torch.Tensor | None = None,
+) -> NeuronSet:
+    """A neuron set from collected statistics, with no forward pass (``matrix``: precomputed
+    scores, for a score that runs the model)."""
+    chosen = make_score(score or DISCOVERY.score)
+    skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
+    lay = layout(model)
+    contrast.check_compatible(model, lay)
+    k = count_to_keep(lay.n_neurons, fraction, top_k)
+    check_filters(lay.n_layers, skip_layers, drop_universal)
+    if matrix is None:
+        matrix = neuron_scores(chosen, contrast, lay)
+    positions = getattr(chosen, "positions", 1)
     method = {
         "name": "contrastive_neuron_attribution",
-        "score": score,
+        "score": chosen.name,
+        "score_params": chosen.params(),
         "fraction": (DISCOVERY.fraction if fraction is None else fraction) if top_k is None else None,
         "top_k": top_k,
         "skip_layers": skip_layers,
         "drop_universal": drop_universal,
-        "chat_template": chat_template,
-        "position": "last_token" if score != "attribution" else f"last_{positions}_tokens",
-    }
-    if score == "attribution":
-        from neurosteer.attribution import attribution_scores
-
-        attributed = attribution_scores(
-            model,
-            tokenizer,
-            positive,
-            negative,
-            positions=positions,
-            batch_size=batch_size,
-            chat_template=chat_template,
-            progress=progress,
-        )
-        matrix = attributed.scores.clamp(min=0)
-    else:
-        matrix = neuron_scores(score, inputs, lay)
-    prompts = {
-        "n_positive": len(positive),
-        "n_negative": len(negative),
-        "positive_sha": prompts_fingerprint(positive),
-        "negative_sha": prompts_fingerprint(negative),
+        "chat_template": contrast.chat_template,
+        "position": "last_token" if positions == 1 else f"last_{positions}_tokens",
     }
     return select_neurons(
         model,
-        inputs.neurons_positive,
-        inputs.neurons_negative,
+        contrast.neurons_positive,
+        contrast.neurons_negative,
         matrix,
         k,
         skip_layers=skip_layers,
         drop_universal=drop_universal,
         method=method,
-        prompts=prompts,
+        prompts=dict(contrast.prompts),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -12,22 +13,52 @@ from neurosteer.errors import SettingsError
 from neurosteer.validation import whole
 
 
+@dataclass(frozen=True, order=True)
+class ChatPrompt:
+    """A user turn and the opening of the assistant's answer, e.g. ``ChatPrompt(question, "(A")``.
+
+    CAA-style contrast pairs share the question and differ in the answer letter; the model is read
+    (or asked for its next token) right after ``answer``. A plain string is a prompt with the
+    assistant turn opened and nothing written in it yet.
+    """
+
+    user: str
+    answer: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.user}\n[assistant] {self.answer}" if self.answer else self.user
+
+
+Prompt: TypeAlias = str | ChatPrompt
+"""What every function that tokenizes prompts accepts."""
+
+
+def user_text(prompt: Prompt) -> str:
+    return prompt.user if isinstance(prompt, ChatPrompt) else prompt
+
+
+def answer_text(prompt: Prompt) -> str:
+    return prompt.answer if isinstance(prompt, ChatPrompt) else ""
+
+
 def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
 def format_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, chat_template: bool = True
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *, chat_template: bool = True
 ) -> list[str]:
     """Each prompt as a user turn with the assistant turn opened, or unchanged.
 
-    The chat template is used when ``chat_template`` is true and the tokenizer has one.
+    The chat template is used when ``chat_template`` is true and the tokenizer has one. A
+    :class:`ChatPrompt`'s answer opening is not part of this text (see :func:`encode_prompts`).
     """
+    users = [user_text(p) for p in prompts]
     if not (chat_template and has_chat_template(tokenizer)):
-        return list(prompts)
+        return users
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        for prompt in prompts
+        tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        for user in users
     ]
 
 
@@ -55,15 +86,25 @@ _SLOT = "\ue000"
 
 
 def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, chat_template: bool = True
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *, chat_template: bool = True
 ) -> list[list[int]]:
     """Token ids of each prompt as a user would send it.
 
     A prompt that contains a control string such as ``<|im_start|>`` or ``<|endoftext|>`` is
     tokenized with that string as plain text, so a prompt can never open or close a chat turn
     of its own; the template around it keeps its real control tokens. Prompts without control
-    strings are tokenized exactly as the template renders them.
+    strings are tokenized exactly as the template renders them. A :class:`ChatPrompt`'s answer
+    opening follows as the tokens the model would have generated (tokenized on its own, control
+    strings as text).
     """
+    ids = _encode_users(tokenizer, [user_text(p) for p in prompts], chat_template=chat_template)
+    for i, prompt in enumerate(prompts):
+        if answer := answer_text(prompt):
+            ids[i] = ids[i] + _as_text(tokenizer, answer, add_special_tokens=False)
+    return ids
+
+
+def _encode_users(tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, chat_template: bool) -> list[list[int]]:
     templated = chat_template and has_chat_template(tokenizer)
     texts = format_prompts(tokenizer, prompts, chat_template=chat_template)
     ids = encode(tokenizer, texts, templated=templated)

@@ -1,7 +1,8 @@
-"""Measuring one steering setting: refusal, over-refusal, output quality, KL and MMLU.
+"""Measuring one steering setting: the behaviour (refusal, A/B answer probability, ...), KL and MMLU.
 
-An :class:`Evaluator` holds the prompts and the unsteered reference distributions, so a sweep
-computes them once and then scores every (method, strength) cell against the same baseline.
+An :class:`Evaluator` holds the behaviour's held-out evaluation and the unsteered reference
+distributions, so a sweep computes them once and then scores every (method, strength) cell
+against the same baseline. The demo, ``eval``, ``sweep`` and the search harness all use it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.generation import generate
+from neurosteer.behaviours import Behaviour, load_behaviour
+from neurosteer.defaults import EVAL, RUN
 from neurosteer.metrics.judge import RefusalJudge
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.mmlu import evaluate_mmlu
-from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.prompts import load_prompts
 
 HELD_OUT_HARMFUL = ("jailbreakbench", "strongreject", "advbench")
@@ -31,14 +31,21 @@ class EvalPlan(BaseModel):
     """Which prompts and measures an evaluation runs; every field is a documented knob."""
 
     harmful_sets: list[str] = Field(["jailbreakbench"], description="Held-out harmful prompt sets.")
-    n_harmful: int | None = Field(100, ge=1, description="Prompts per harmful set (None: all).")
-    n_harmless: int = Field(100, ge=1, description="Harmless validation prompts (refusal, quality, KL).")
+    n_harmful: int | None = Field(EVAL.n_harmful, ge=1, description="Prompts per harmful set (None: all).")
+    n_harmless: int = Field(
+        EVAL.n_harmless, ge=1, description="Harmless validation prompts (over-refusal, quality, KL)."
+    )
+    n_questions: int | None = Field(
+        EVAL.n_questions, ge=1, description="Held-out questions of an A/B behaviour (None: all)."
+    )
     n_xstest: int | None = Field(None, ge=1, description="XSTest prompts per label (safe/unsafe); None skips XSTest.")
-    max_new_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
-    batch_size: int = Field(32, ge=1, description="Prompts per batch.")
+    max_new_tokens: int = Field(RUN.max_new_tokens, ge=1, description="Tokens per generated answer.")
+    batch_size: int = Field(RUN.batch_size, ge=1, description="Prompts per batch.")
     mmlu: bool = Field(False, description="Also run MMLU (slow: see mmlu_* fields).")
     mmlu_subjects: list[str] | None = Field(None, description="MMLU subjects (None: all 57).")
-    mmlu_per_subject: int | None = Field(10, ge=1, description="MMLU questions per subject (None: all).")
+    mmlu_per_subject: int | None = Field(
+        EVAL.mmlu_per_subject, ge=1, description="MMLU questions per subject (None: all)."
+    )
     mmlu_shots: int = Field(0, ge=0, le=5, description="MMLU few-shot examples.")
 
     def mmlu_questions(self) -> int:
@@ -51,31 +58,41 @@ class EvalPlan(BaseModel):
 @dataclass
 class CellResult:
     metrics: dict[str, Any]
-    answers: dict[str, list[str]] = field(default_factory=dict)
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def answers(self) -> dict[str, list[str]]:
+        """The generated answers per prompt set (none for first-token behaviours)."""
+        return {
+            name: [r["answer"] for r in items] for name, items in self.records.items() if items and "answer" in items[0]
+        }
 
 
 class Evaluator:
+    """One behaviour's held-out measures plus the damage measures every behaviour shares:
+    first-token KL on harmless prompts against the unsteered model, and MMLU when asked."""
+
     def __init__(
         self,
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         plan: EvalPlan,
         *,
+        behaviour: Behaviour | str = "refusal",
         judge: RefusalJudge | None = None,
+        eval_file: str | None = None,
         progress: bool = False,
     ) -> None:
-        self.model, self.tokenizer, self.plan, self.judge, self.progress = model, tokenizer, plan, judge, progress
-        self.sets: dict[str, list[str]] = {name: load_prompts(name, limit=plan.n_harmful) for name in plan.harmful_sets}
-        self.sets["harmless_val"] = load_prompts("harmless_val", limit=plan.n_harmless)
-        if plan.n_xstest:
-            self.sets["xstest_safe"] = load_prompts("xstest_safe", limit=plan.n_xstest)
-            self.sets["xstest_unsafe"] = load_prompts("xstest_unsafe", limit=plan.n_xstest)
+        self.model, self.tokenizer, self.plan, self.progress = model, tokenizer, plan, progress
+        self.behaviour = load_behaviour(behaviour)
+        self.evaluation = self.behaviour.evaluation(plan, judge=judge, eval_file=eval_file)
+        self.harmless = load_prompts("harmless_val", limit=plan.n_harmless)
         self._reference: torch.Tensor | None = None
 
     def reference(self) -> torch.Tensor:
         """First-token log-probabilities of the unsteered model on the harmless prompts."""
         if self._reference is None:
-            self._reference = self._first_token(self.sets["harmless_val"])
+            self._reference = self._first_token(self.harmless)
         return self._reference
 
     def _first_token(self, prompts: list[str]) -> torch.Tensor:
@@ -85,19 +102,11 @@ class Evaluator:
         """All measures with ``steering`` active (e.g. ``nullcontext()`` for the unsteered model)."""
         reference = self.reference()
         start = time.perf_counter()
-        answers: dict[str, list[str]] = {}
         with steering:
-            for name, prompts in self.sets.items():
-                answers[name] = generate(
-                    self.model,
-                    self.tokenizer,
-                    prompts,
-                    max_new_tokens=self.plan.max_new_tokens,
-                    batch_size=self.plan.batch_size,
-                    description=f"{label} {name}".strip(),
-                    progress=self.progress,
-                )
-            steered = self._first_token(self.sets["harmless_val"])
+            measured = self.evaluation.measure(
+                self.model, self.tokenizer, batch_size=self.plan.batch_size, label=label, progress=self.progress
+            )
+            steered = self._first_token(self.harmless)
             mmlu = (
                 evaluate_mmlu(
                     self.model,
@@ -110,26 +119,11 @@ class Evaluator:
                 if self.plan.mmlu
                 else None
             )
-        metrics: dict[str, Any] = {}
-        for name in self.plan.harmful_sets:
-            metrics[f"refusal_{name}"] = refusal_rate(answers[name])
-        metrics["refusal_harmful"] = sum(metrics[f"refusal_{n}"] for n in self.plan.harmful_sets) / len(
-            self.plan.harmful_sets
-        )
-        metrics["refusal_harmless"] = refusal_rate(answers["harmless_val"])
-        if self.plan.n_xstest:
-            metrics["xstest_safe_refusal"] = refusal_rate(answers["xstest_safe"])
-            metrics["xstest_unsafe_compliance"] = 1.0 - refusal_rate(answers["xstest_unsafe"])
-        if self.judge is not None:
-            for name in self.plan.harmful_sets:
-                metrics[f"judge_refusal_{name}"] = self.judge.refusal_rate(self.sets[name], answers[name])
-        every = [a for group in answers.values() for a in group]
-        metrics["quality"] = mean_ngram_quality(every)
-        metrics["degenerate"] = degenerate_rate(every)
+        metrics: dict[str, Any] = dict(measured.metrics)
         metrics["kl"] = kl_divergence(reference, steered)
         if mmlu is not None:
             metrics["mmlu"] = mmlu.accuracy
             metrics["mmlu_stderr"] = mmlu.stderr
             metrics["mmlu_questions"] = mmlu.n_questions
         metrics["seconds"] = time.perf_counter() - start
-        return CellResult(metrics, answers)
+        return CellResult(metrics, measured.records)

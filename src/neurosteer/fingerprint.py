@@ -41,8 +41,10 @@ def config_fingerprint(model: nn.Module) -> str:
     return short_hash(json.dumps(picked, sort_keys=True, default=str).encode())
 
 
-def prompts_fingerprint(prompts: Sequence[str]) -> str:
-    return short_hash(json.dumps(list(prompts), ensure_ascii=False).encode())
+def prompts_fingerprint(prompts: Sequence) -> str:
+    """Hash of a prompt list; a chat prompt with an opened answer hashes as ``[user, answer]``."""
+    items = [p if isinstance(p, str) else [p.user, p.answer] for p in prompts]
+    return short_hash(json.dumps(items, ensure_ascii=False).encode())
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:

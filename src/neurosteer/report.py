@@ -12,18 +12,16 @@ from typing import Any
 
 from neurosteer.atomic import atomic_path
 from neurosteer.bounds import Bounds, best_within_bounds
+from neurosteer.interventions import INTERVENTIONS
+from neurosteer.metrics.registry import METRICS
 
-PLOTS = (
-    ("refusal_harmful", "refusal on held-out harmful prompts", "refusal_vs_strength.png"),
-    ("quality", "quality (1 - repeated 4-gram share)", "quality_vs_strength.png"),
-    ("kl", "first-token KL on harmless prompts", "kl_vs_strength.png"),
-    ("mmlu", "MMLU accuracy", "mmlu_vs_strength.png"),
-)
-STRENGTH_MEANING = {
-    "cna": "neurons scaled by 1 - strength (1 = ablated)",
-    "ablation": "strength x the direction's component removed (1 = directional ablation)",
-    "caa": "strength x the mean difference subtracted at one layer",
-}
+BOUND_PLOTS = ("quality", "kl", "mmlu")
+"""Plotted against strength after the behaviour's own metric."""
+
+
+def plots(target: str) -> list[tuple[str, str, str]]:
+    """(metric, title, file name) of every plot against strength, the target metric first."""
+    return [(name, METRICS[name].description, f"{name}_vs_strength.png") for name in (target, *BOUND_PLOTS)]
 
 
 def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -63,7 +61,7 @@ def plot_png(rows: list[dict[str, Any]], metric: str, title: str) -> bytes | Non
     return _png(fig, ax, legend=bool(methods))
 
 
-def tradeoff_png(rows: list[dict[str, Any]]) -> bytes:
+def tradeoff_png(rows: list[dict[str, Any]], target: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,12 +70,12 @@ def tradeoff_png(rows: list[dict[str, Any]]) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
     for method in methods:
-        points = sorted((r["strength"], r["kl"], r["refusal_harmful"]) for r in rows if r["method"] in (method, "none"))
+        points = sorted((r["strength"], r["kl"], r[target]) for r in rows if r["method"] in (method, "none"))
         ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=method)
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("first-token KL on harmless prompts")
-    ax.set_ylabel("refusal on harmful prompts")
-    ax.set_title("trade-off: refusal removed vs damage")
+    ax.set_ylabel(target)
+    ax.set_title(f"trade-off: {target} moved vs damage")
     return _png(fig, ax, legend=bool(methods))
 
 
@@ -95,11 +93,26 @@ def _png(fig, ax, *, legend: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _best_row(best: dict[str, Any]) -> str:
+def _best_row(goal: str, best: dict[str, Any]) -> str:
     strength = "none in bounds" if best["strength"] is None else f"{best['strength']:g}"
     return (
-        f"<tr><td>{html.escape(best['method'])}</td><td>{strength}</td>"
-        f"<td>{best['refusal']:.3f}</td><td>{best['reduction']:.0%}</td></tr>"
+        f"<tr><td>{goal}</td><td>{html.escape(best['method'])}</td><td>{strength}</td>"
+        f"<td>{best['value']:.3f}</td><td>{best['change']:.0%}</td></tr>"
+    )
+
+
+def _steerability_table(summary: list[dict[str, Any]]) -> str:
+    if not summary:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(s['method'])}</td><td>{s['steerability']:.3f}</td><td>{s['anti_steerable']:.0%}</td></tr>"
+        for s in summary
+    )
+    return (
+        "<h2>Per-question steerability (Tan et al. 2024)</h2><p>Mean least-squares slope of each question's logit "
+        "difference (matching minus non-matching letter) against the amplification (-strength), and the share of "
+        "questions with a negative slope (steered the wrong way).</p>"
+        f"<table><tr><th>method</th><th>steerability</th><th>anti-steerable</th></tr>{body}</table>"
     )
 
 
@@ -116,7 +129,9 @@ def _samples(out: Path, rows: list[dict[str, Any]], per_cell: int = 2) -> str:
         if not path.exists():
             continue
         answers = json.loads(path.read_text())
-        first_set = next(iter(answers))
+        first_set = next(iter(answers), None)
+        if first_set is None or not answers[first_set] or "answer" not in answers[first_set][0]:
+            continue
         items = "".join(
             f"<tr><td>{html.escape(a['prompt'])}</td><td><pre>{html.escape(a['answer'])}</pre></td></tr>"
             for a in answers[first_set][:per_cell]
@@ -131,22 +146,35 @@ def _samples(out: Path, rows: list[dict[str, Any]], per_cell: int = 2) -> str:
 NEURON_PAGE = "neurons.html"
 
 
-def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
-    """results.csv/json, one PNG per plot, and report.html with everything inlined."""
+def write_steerability(out: Path, summary: list[dict[str, Any]]) -> None:
+    if not summary:
+        return
+    with atomic_path(out / "steerability.csv") as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+
+
+def write_report(out: Path, config: Any, rows: list[dict[str, Any]], *, target: str = "refusal_harmful") -> None:
+    """results.csv/json, steerability.csv (A/B behaviours), one PNG per plot, and report.html."""
+    from neurosteer.sweep import per_question_steerability
+
     if not rows:
         return
     write_tables(out, rows)
+    steerability = per_question_steerability(out, rows)
+    write_steerability(out, steerability)
     images = []
-    for metric, title, name in PLOTS:
+    for metric, title, name in plots(target):
         png = plot_png(rows, metric, title)
         if png is None:
             continue
         with atomic_path(out / name) as tmp:
             tmp.write_bytes(png)
         images.append((title, png))
-    if all("kl" in r and "refusal_harmful" in r for r in rows):
-        png = tradeoff_png(rows)
-        with atomic_path(out / "refusal_vs_kl.png") as tmp:
+    if all("kl" in r and target in r for r in rows):
+        png = tradeoff_png(rows, target)
+        with atomic_path(out / f"{target}_vs_kl.png") as tmp:
             tmp.write_bytes(png)
         images.insert(0, ("trade-off", png))
     columns: list[str] = []
@@ -159,10 +187,16 @@ def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
         f"<figcaption>{html.escape(t)}</figcaption></figure>"
         for t, p in images
     )
-    meaning = "".join(f"<li><b>{m}</b>: {html.escape(t)}</li>" for m, t in STRENGTH_MEANING.items())
+    meaning = "".join(f"<li><b>{m}</b>: {html.escape(c.strength_meaning)}</li>" for m, c in INTERVENTIONS.items())
     bounds = Bounds()
-    best = "".join(_best_row(b) for b in best_within_bounds(rows, bounds))
+    best = "".join(
+        _best_row(goal, b)
+        for goal in ("remove", "amplify")
+        for b in best_within_bounds(rows, bounds, target=target, goal=goal)
+    )
     settings = html.escape(json.dumps(config.model_dump(), indent=2))
+    behaviour = str(getattr(config, "behaviour", ""))
+    title = f"neurosteer sweep: {behaviour} on {config.model}"
     neuron_link = ""
     if (out / NEURON_PAGE).is_file():
         neuron_link = (
@@ -170,7 +204,7 @@ def write_report(out: Path, config: Any, rows: list[dict[str, Any]]) -> None:
             "and fires on</a>.</p>"
         )
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>neurosteer sweep: {html.escape(config.model)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1300px; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
@@ -179,13 +213,15 @@ table.answers td {{ text-align: left; max-width: 600px; }}
 pre {{ white-space: pre-wrap; margin: 0; font-size: 0.8rem; }}
 figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 560px; }}
 </style></head><body>
-<h1>Steering sweep on {html.escape(config.model)}</h1>
-<p>Strength 0 is the unsteered model. Refusal is judged by refusal markers on held-out prompts;
-KL is measured at the first answer token on harmless prompts against the unsteered model.</p>
+<h1>Steering sweep: {html.escape(behaviour)} on {html.escape(config.model)}</h1>
+<p>Strength 0 is the unsteered model; positive strengths remove the behaviour, negative ones amplify it.
+The behaviour is measured by <b>{html.escape(target)}</b> ({html.escape(METRICS[target].description)}) on held-out
+data; KL is measured at the first answer token on harmless prompts against the unsteered model.</p>
 <ul>{meaning}</ul>
 {neuron_link}
 <h2>Best setting per method while the model stays intact ({html.escape(bounds.describe())})</h2>
-<table><tr><th>method</th><th>strength</th><th>refusal</th><th>reduction</th></tr>{best}</table>
+<table><tr><th>goal</th><th>method</th><th>strength</th><th>{html.escape(target)}</th><th>change</th></tr>{best}</table>
+{_steerability_table(steerability)}
 <h2>Plots</h2>{figures}
 <h2>Results</h2><div style="overflow-x: auto"><table>{table}</table></div>
 <h2>Sample answers</h2>{_samples(out, rows)}

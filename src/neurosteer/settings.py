@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from neurosteer.bundled import DEFAULT_MODEL
+from neurosteer.defaults import RUN
 from neurosteer.errors import SettingsError
 from neurosteer.validation import check_device
 
@@ -44,9 +45,13 @@ class Settings(BaseSettings):
         None, description="Accelerate device map, e.g. 'auto', to spread layers over devices."
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weight dtype for inference.")
-    batch_size: int = Field(16, ge=1, description="Prompts per forward pass.")
+    batch_size: int = Field(RUN.batch_size, ge=1, description="Prompts per forward pass.")
     chat_template: bool = Field(True, description="Format prompts with the tokenizer's chat template.")
-    max_new_tokens: int = Field(64, ge=1, description="Tokens to generate per answer.")
+    max_new_tokens: int = Field(RUN.max_new_tokens, ge=1, description="Tokens to generate per answer.")
+    behaviour: str = Field(RUN.behaviour, description="Behaviour to evaluate: a bundled name or a behaviour TOML file.")
+    n_train: int = Field(
+        RUN.n_train, ge=2, description="Training prompts (or A/B pairs) per side for eval, sweep and demo."
+    )
 
     @field_validator("device")
     @classmethod

@@ -12,36 +12,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, Field
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer import __version__
 from neurosteer.atomic import atomic_path
+from neurosteer.behaviours import load_behaviour
 from neurosteer.console import console
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan, Evaluator
-from neurosteer.fingerprint import file_sha256, prompts_fingerprint, short_hash
+from neurosteer.fingerprint import file_sha256, short_hash
+from neurosteer.interventions import INTERVENTIONS
 from neurosteer.methods import METHODS, build_steerers, check_methods
 from neurosteer.metrics.judge import RefusalJudge
 from neurosteer.neuronset import NeuronSet
-from neurosteer.prompts import load_prompts
 from neurosteer.validation import finite
 
-DEFAULT_STRENGTHS: dict[str, list[float]] = {
-    "cna": [-1.0, 0.5, 1.0, 1.5, 2.0],
-    "ablation": [0.5, 1.0, 1.5, 2.0],
-    "caa": [0.5, 1.0, 2.0, 3.0, 4.0],
-}
+DEFAULT_STRENGTHS: dict[str, list[float]] = {name: list(cls.default_strengths) for name, cls in INTERVENTIONS.items()}
 
 
 class SweepConfig(BaseModel):
     model: str = Field(description="Model the sweep ran on.")
+    behaviour: str = Field("refusal", description="Bundled behaviour name or a behaviour TOML file.")
+    eval_file: str | None = Field(None, description="A/B file in CAA's format to evaluate on instead.")
     methods: list[str] = Field(list(METHODS), description="Methods to compare.")
     strengths: dict[str, list[float]] = Field(DEFAULT_STRENGTHS, description="Strengths per method.")
-    positive: str = Field("harmful_train", description="Prompts showing the behaviour.")
-    negative: str = Field("harmless_train", description="Prompts without it.")
-    n_train: int = Field(128, ge=2, description="Training prompts per side.")
+    n_train: int = Field(128, ge=2, description="Training prompts (or A/B pairs) per side.")
     direction_layer: int | None = Field(None, description="Layer of the ablation direction (None: 60 % depth).")
     caa_layer: int | None = Field(None, description="Layer CAA adds at (None: the direction layer).")
     neurons: str | None = Field(None, description="A saved neuron set to use instead of discovering one.")
@@ -65,8 +63,8 @@ class SweepConfig(BaseModel):
         settings = self.model_dump(exclude={"methods", "strengths"})
         contents = {
             "neurons": file_sha256(Path(self.neurons)) if self.neurons else None,
-            "positive": prompts_fingerprint(load_prompts(self.positive, limit=self.n_train)),
-            "negative": prompts_fingerprint(load_prompts(self.negative, limit=self.n_train)),
+            "training": load_behaviour(self.behaviour).fingerprint_data(self.n_train),
+            "eval_file": file_sha256(Path(self.eval_file)) if self.eval_file else None,
         }
         return short_hash(json.dumps({"settings": settings, "contents": contents}, sort_keys=True).encode())
 
@@ -143,48 +141,78 @@ def run_sweep(
             f"[yellow]MMLU is on: {config.plan.mmlu_questions()} questions per cell x {len(config.cells())} cells "
             "(about 1.5 s per question for the 0.5B model on 2 CPU cores)[/yellow]"
         )
+    behaviour = load_behaviour(config.behaviour)
+    evaluator = Evaluator(
+        model, tokenizer, config.plan, behaviour=behaviour, judge=judge, eval_file=config.eval_file, progress=progress
+    )
     prepare_out_dir(out, config, force=force)
     cells_path = out / "cells.jsonl"
     done = read_cells(cells_path)
     todo = [cell for cell in config.cells() if cell_key(*cell) not in done]
     if todo:
-        positive = load_prompts(config.positive, limit=config.n_train)
-        negative = load_prompts(config.negative, limit=config.n_train)
+        positive, negative = behaviour.training_pair(config.n_train)
         neurons = NeuronSet.load(config.neurons) if config.neurons else None
         steerers = build_steerers(
             model,
             tokenizer,
             positive,
             negative,
+            methods=config.methods,
             neurons=neurons,
             direction_layer=config.direction_layer,
             caa_layer=config.caa_layer,
             batch_size=config.plan.batch_size,
             progress=progress,
         )
-        steerers.neurons.save(out / "neurons.safetensors")
-        write_neuron_page(model, tokenizer, steerers.neurons, positive, negative, out, config.plan.batch_size, progress)
-        evaluator = Evaluator(model, tokenizer, config.plan, judge=judge, progress=progress)
+        if steerers.neurons is not None:
+            steerers.neurons.save(out / "neurons.safetensors")
+            write_neuron_page(
+                model, tokenizer, steerers.neurons, positive, negative, out, config.plan.batch_size, progress
+            )
         for index, (method, strength) in enumerate(todo, 1):
             console.print(f"[bold]cell {index}/{len(todo)}[/bold]: {method} at strength {strength:g}")
             result = evaluator.run(steerers.apply(model, method, strength), label=cell_key(method, strength))
-            row = {"method": method, "strength": strength, **result.metrics}
-            if method == "cna":
-                row["neurons"] = len(steerers.neurons)
-            answers = {
-                name: [{"prompt": p, "answer": a} for p, a in zip(evaluator.sets[name], got, strict=True)]
-                for name, got in result.answers.items()
-            }
+            row = {"behaviour": behaviour.name, "method": method, "strength": strength, **result.metrics}
+            if method in steerers.interventions:
+                row.update(steerers.interventions[method].cell_columns())
             (out / "answers").mkdir(exist_ok=True)
             with atomic_path(out / "answers" / f"{cell_key(method, strength)}.json") as tmp:
-                tmp.write_text(json.dumps(answers, indent=1))
+                tmp.write_text(json.dumps(result.records, indent=1))
             with cells_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             done[cell_key(method, strength)] = row
-            write_report(out, config, ordered(done, config))
+            write_report(out, config, ordered(done, config), target=evaluator.evaluation.target)
     rows = ordered(done, config)
-    write_report(out, config, rows)
+    write_report(out, config, rows, target=evaluator.evaluation.target)
     return rows
+
+
+def per_question_steerability(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method, the steerability slope and anti-steerable share over its cells and the
+    unsteered one, from the per-question logit differences in the answer files (A/B only)."""
+    from neurosteer.metrics.steerability import steerability_summary
+
+    def diffs(row: dict[str, Any]) -> list[float] | None:
+        path = out / "answers" / f"{cell_key(row['method'], row['strength'])}.json"
+        if not path.is_file():
+            return None
+        questions = json.loads(path.read_text(encoding="utf-8")).get("questions")
+        return [q["logit_diff"] for q in questions] if questions else None
+
+    unsteered = next((r for r in rows if r["method"] == "none"), None)
+    base = diffs(unsteered) if unsteered else None
+    if base is None:
+        return []
+    summary = []
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "none"):
+        cells = [(r["strength"], diffs(r)) for r in rows if r["method"] == method]
+        cells = [(s, d) for s, d in cells if d is not None and len(d) == len(base)]
+        if not cells:
+            continue
+        strengths = [0.0, *[s for s, _ in cells]]
+        table = torch.tensor([base, *[d for _, d in cells]], dtype=torch.float64)
+        summary.append({"method": method, **steerability_summary(strengths, table)})
+    return summary
 
 
 NEURON_PAGE_PROMPTS = 16

@@ -33,13 +33,16 @@ def whole(name: str, value: Any, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def prompt_list(name: str, prompts: Any) -> list[str]:
-    """``prompts`` as a non-empty list of strings; a single string is refused, not split into characters."""
+def prompt_list(name: str, prompts: Any) -> list:
+    """``prompts`` as a non-empty list of strings (or :class:`~neurosteer.encoding.ChatPrompt`); a
+    single string is refused, not split into characters."""
+    from neurosteer.encoding import ChatPrompt
+
     if isinstance(prompts, str | bytes):
         raise SettingsError(f"{name} must be a list of prompts, got a single string; wrap it in a list")
     if not isinstance(prompts, Sequence):
         raise SettingsError(f"{name} must be a list of prompts, got {type(prompts).__name__}")
-    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str | ChatPrompt)]
     if bad:
         raise SettingsError(f"{name}: item {bad[0]} is a {type(prompts[bad[0]]).__name__}, not a string")
     if not prompts:

@@ -9,9 +9,20 @@ import typer
 from rich.table import Table
 
 from neurosteer.atomic import check_writable
-from neurosteer.cli.common import ModelOpt, ProgressOpt, TrustOpt, app, friendly_errors, load_for, settings_from
+from neurosteer.cli.common import (
+    BatchOpt,
+    ConfigOpt,
+    DeviceOpt,
+    ModelOpt,
+    ProgressOpt,
+    TrustOpt,
+    app,
+    friendly_errors,
+    load_for,
+    settings_from,
+)
 from neurosteer.console import console, plain, safe
-from neurosteer.defaults import DEMO, STEERING
+from neurosteer.defaults import EVAL, STEERING
 from neurosteer.validation import finite
 
 
@@ -23,11 +34,15 @@ def demo(
     ),
     model: ModelOpt = None,
     trust_remote_code: TrustOpt = False,
-    n_train: Annotated[int, typer.Option(help="Harmful and harmless training prompts each.")] = DEMO.n_train,
-    n_eval: Annotated[int, typer.Option(help="Evaluation prompts per set.")] = DEMO.n_eval,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = DEMO.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per batch.")] = DEMO.batch_size,
+    n_train: Annotated[
+        int | None, typer.Option(help="Harmful and harmless training prompts each (setting n_train).")
+    ] = None,
+    n_eval: Annotated[int, typer.Option(help="Evaluation prompts per set.")] = EVAL.n_harmful,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer (setting max_new_tokens).")] = None,
+    batch_size: BatchOpt = None,
     factor: Annotated[float, typer.Option(help="Steering factor (0 ablates).")] = STEERING.factor,
+    device: DeviceOpt = None,
+    config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Discover refusal neurons, ablate them, and compare refusal before and after."""
@@ -35,16 +50,19 @@ def demo(
 
     finite("--factor", factor)
     check_writable(out, directory=True)
-    settings = settings_from(None, model=model)
+    settings = settings_from(
+        config, model=model, n_train=n_train, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device
+    )
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
+    n_train = settings.n_train
     result = run_demo(
         lm,
         tokenizer,
         out,
         n_train=n_train,
         n_eval=n_eval,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
         factor=factor,
         progress=progress,
     )

@@ -29,31 +29,46 @@ from neurosteer.errors import SettingsError
 from neurosteer.validation import finite
 
 SetsOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--harmful-sets", help="Held-out harmful sets, comma-separated (jailbreakbench,strongreject,advbench)."
     ),
 ]
 NHarmfulOpt = Annotated[int | None, typer.Option("--n-harmful", help="Prompts per harmful set (default: 100).")]
-NHarmlessOpt = Annotated[int, typer.Option("--n-harmless", help="Harmless validation prompts.")]
+NHarmlessOpt = Annotated[int | None, typer.Option("--n-harmless", help="Harmless prompts (default: 100).")]
+NQuestionsOpt = Annotated[
+    int | None, typer.Option("--n-questions", help="Held-out questions of an A/B behaviour (default: 100).")
+]
 XSTestOpt = Annotated[int | None, typer.Option("--n-xstest", help="XSTest prompts per label; omit to skip XSTest.")]
-TokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Tokens per answer.")]
+TokensOpt = Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens per answer (setting max_new_tokens).")]
 MMLUOpt = Annotated[bool, typer.Option("--mmlu", help="Also run MMLU through lm-eval (slow).")]
 SubjectsOpt = Annotated[
     str | None, typer.Option("--mmlu-subjects", help="Comma-separated MMLU subjects (default: all 57).")
 ]
-PerSubjectOpt = Annotated[int | None, typer.Option("--mmlu-per-subject", help="MMLU questions per subject.")]
-ShotsOpt = Annotated[int, typer.Option("--mmlu-shots", help="MMLU few-shot examples (0-5).")]
+PerSubjectOpt = Annotated[int | None, typer.Option("--mmlu-per-subject", help="MMLU questions per subject (10).")]
+ShotsOpt = Annotated[int | None, typer.Option("--mmlu-shots", help="MMLU few-shot examples, 0-5 (default 0).")]
 JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Model that judges refusals too (e.g. qwen2.5-1.5b).")]
-
+BehaviourOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--behaviour",
+        "-b",
+        help="Bundled behaviour (see 'neurosteer list') or a behaviour .toml file (setting behaviour; "
+        "default refusal).",
+    ),
+]
+EvalFileOpt = Annotated[
+    Path | None,
+    typer.Option("--eval-file", help="Evaluate on this A/B file in CAA's format instead of the held-out split."),
+]
+NTrainOpt = Annotated[int | None, typer.Option("--n-train", help="Training prompts (or A/B pairs) per side (128).")]
 
 PLAN_OPTIONS = (
     "harmful_sets",
     "n_harmful",
     "n_harmless",
+    "n_questions",
     "n_xstest",
-    "max_new_tokens",
-    "batch_size",
     "mmlu",
     "mmlu_subjects",
     "mmlu_per_subject",
@@ -61,34 +76,37 @@ PLAN_OPTIONS = (
 )
 
 
-def make_plan(options: dict):
-    """The evaluation plan from a command's options (its ``locals()``: the names in PLAN_OPTIONS)."""
+def make_plan(options: dict, settings):
+    """The evaluation plan from a command's options (its ``locals()``: the names in PLAN_OPTIONS)
+    and the settings (batch size, answer length); options left out take EvalPlan's defaults."""
+    from pydantic import ValidationError
+
     from neurosteer.evaluation import EvalPlan
     from neurosteer.prompts import bundled_prompt_sets
 
-    harmful_sets, subjects = options["harmful_sets"], options["mmlu_subjects"]
-    sets = [s.strip() for s in harmful_sets.split(",") if s.strip()]
-    unknown = [s for s in sets if s not in bundled_prompt_sets()]
-    if unknown:
-        raise SettingsError(f"unknown harmful set(s): {', '.join(unknown)}; see 'neurosteer list'")
-    from pydantic import ValidationError
-
+    given = {name: options[name] for name in PLAN_OPTIONS if options.get(name) is not None}
+    if "harmful_sets" in given:
+        sets = [s.strip() for s in given["harmful_sets"].split(",") if s.strip()]
+        unknown = [s for s in sets if s not in bundled_prompt_sets()]
+        if unknown:
+            raise SettingsError(f"unknown harmful set(s): {', '.join(unknown)}; see 'neurosteer list'")
+        given["harmful_sets"] = sets
+    if "mmlu_subjects" in given:
+        given["mmlu_subjects"] = [s.strip() for s in given["mmlu_subjects"].split(",")]
     try:
-        return EvalPlan(
-            harmful_sets=sets,
-            n_harmful=100 if options["n_harmful"] is None else options["n_harmful"],
-            n_harmless=options["n_harmless"],
-            n_xstest=options["n_xstest"],
-            max_new_tokens=options["max_new_tokens"],
-            batch_size=32 if options["batch_size"] is None else options["batch_size"],
-            mmlu=options["mmlu"],
-            mmlu_subjects=[s.strip() for s in subjects.split(",")] if subjects else None,
-            mmlu_per_subject=options["mmlu_per_subject"],
-            mmlu_shots=options["mmlu_shots"],
-        )
+        return EvalPlan(**given, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
     except ValidationError as exc:
         error = exc.errors()[0]
         raise SettingsError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+
+
+def command_settings(config, **flags):
+    """Settings from flags, NEUROSTEER_* and the TOML file, with the behaviour checked early."""
+    settings = settings_from(config, **flags)
+    from neurosteer.behaviours import load_behaviour
+
+    load_behaviour(settings.behaviour)
+    return settings
 
 
 def load_judge(name: str | None, batch_size: int):
@@ -105,20 +123,23 @@ def load_judge(name: str | None, batch_size: int):
 @app.command(name="eval")
 @friendly_errors
 def evaluate(
-    method: Annotated[str, typer.Option(help="none, cna, caa or ablation.")] = "none",
+    method: Annotated[str, typer.Option(help="none or a method: cna, caa, ablation.")] = "none",
     strength: Annotated[float, typer.Option(help="Method strength (see 'neurosteer sweep --help').")] = 1.0,
+    behaviour: BehaviourOpt = None,
+    eval_file: EvalFileOpt = None,
     neurons: Annotated[Path | None, typer.Option(help="Neuron set for cna (default: discover one).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write metrics and answers as JSON here.")] = None,
-    n_train: Annotated[int, typer.Option(help="Training prompts per side for the steering vectors.")] = 128,
-    harmful_sets: SetsOpt = "jailbreakbench",
+    n_train: NTrainOpt = None,
+    harmful_sets: SetsOpt = None,
     n_harmful: NHarmfulOpt = None,
-    n_harmless: NHarmlessOpt = 100,
+    n_harmless: NHarmlessOpt = None,
+    n_questions: NQuestionsOpt = None,
     n_xstest: XSTestOpt = None,
-    max_new_tokens: TokensOpt = 64,
+    max_new_tokens: TokensOpt = None,
     mmlu: MMLUOpt = False,
     mmlu_subjects: SubjectsOpt = None,
-    mmlu_per_subject: PerSubjectOpt = 10,
-    mmlu_shots: ShotsOpt = 0,
+    mmlu_per_subject: PerSubjectOpt = None,
+    mmlu_shots: ShotsOpt = None,
     judge: JudgeOpt = None,
     model: ModelOpt = None,
     trust_remote_code: TrustOpt = False,
@@ -128,50 +149,63 @@ def evaluate(
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Measure refusal, over-refusal, quality, KL (and MMLU) for one setting or the unsteered model."""
-    plan = make_plan(locals())
+    """Measure a behaviour (refusal by default), KL (and MMLU) for one setting or the unsteered model."""
     from neurosteer.atomic import atomic_path
+    from neurosteer.behaviours import load_behaviour
     from neurosteer.evaluation import Evaluator
     from neurosteer.methods import METHODS, build_steerers
     from neurosteer.neuronset import NeuronSet
-    from neurosteer.prompts import load_prompts
 
     if method not in ("none", *METHODS):
         raise SettingsError(f"unknown method '{method}'; choose none, {', '.join(METHODS)}")
     finite("--strength", strength)
     if out is not None:
         check_writable(out)
-    settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
+    settings = command_settings(
+        config,
+        model=model,
+        batch_size=batch_size,
+        device=device,
+        device_map=device_map,
+        max_new_tokens=max_new_tokens,
+        behaviour=behaviour,
+        n_train=n_train,
+    )
+    plan = make_plan(locals(), settings)
+    chosen = load_behaviour(settings.behaviour)
     selected = NeuronSet.load(neurons) if neurons else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
+    evaluator = Evaluator(
+        lm,
+        tokenizer,
+        plan,
+        behaviour=chosen,
+        judge=load_judge(judge, plan.batch_size),
+        eval_file=str(eval_file) if eval_file else None,
+        progress=progress,
+    )
     steering = nullcontext()
     if method != "none":
         steerers = build_steerers(
             lm,
             tokenizer,
-            load_prompts("harmful_train", limit=n_train),
-            load_prompts("harmless_train", limit=n_train),
+            *chosen.training_pair(settings.n_train),
+            methods=[method],
             neurons=selected,
             batch_size=plan.batch_size,
             progress=progress,
         )
         steering = steerers.apply(lm, method, strength)
-    evaluator = Evaluator(lm, tokenizer, plan, judge=load_judge(judge, plan.batch_size), progress=progress)
     result = evaluator.run(steering, label=f"{method}@{strength:g}" if method != "none" else "unsteered")
-    table = Table(
-        "metric", "value", title=f"{settings.model}: {method}" + (f" at {strength:g}" if method != "none" else "")
-    )
+    title = f"{settings.model}, {chosen.name}: {method}" + (f" at {strength:g}" if method != "none" else "")
+    table = Table("metric", "value", title=title)
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(table)
     if out is not None:
+        record = {"behaviour": chosen.name, "method": method, "strength": strength, "metrics": result.metrics}
         with atomic_path(out) as tmp:
-            tmp.write_text(
-                json.dumps(
-                    {"method": method, "strength": strength, "metrics": result.metrics, "answers": result.answers},
-                    indent=1,
-                )
-            )
+            tmp.write_text(json.dumps({**record, "answers": result.answers, "records": result.records}, indent=1))
         console.print(plain(f"written to {out}"))
 
 
@@ -179,26 +213,29 @@ def evaluate(
 @friendly_errors
 def sweep(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results, plots and report.html.")],
+    behaviour: BehaviourOpt = None,
+    eval_file: EvalFileOpt = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods: cna,caa,ablation.")] = "cna,caa,ablation",
     strengths: Annotated[
         str | None,
         typer.Option(help="Per method 'cna=-1,0.5,1;caa=1,2' or one list for all. Default: a few per method."),
     ] = None,
     neurons: Annotated[Path | None, typer.Option(help="Neuron set for cna (default: discover one).")] = None,
-    n_train: Annotated[int, typer.Option(help="Training prompts per side.")] = 128,
+    n_train: NTrainOpt = None,
     direction_layer: Annotated[
-        int | None, typer.Option(help="Layer of the refusal direction (default 60 % depth).")
+        int | None, typer.Option(help="Layer of the residual direction (default 60 % depth).")
     ] = None,
     caa_layer: Annotated[int | None, typer.Option(help="Layer CAA adds at (default: the direction layer).")] = None,
-    harmful_sets: SetsOpt = "jailbreakbench",
+    harmful_sets: SetsOpt = None,
     n_harmful: NHarmfulOpt = None,
-    n_harmless: NHarmlessOpt = 100,
+    n_harmless: NHarmlessOpt = None,
+    n_questions: NQuestionsOpt = None,
     n_xstest: XSTestOpt = None,
-    max_new_tokens: TokensOpt = 64,
+    max_new_tokens: TokensOpt = None,
     mmlu: MMLUOpt = False,
     mmlu_subjects: SubjectsOpt = None,
-    mmlu_per_subject: PerSubjectOpt = 10,
-    mmlu_shots: ShotsOpt = 0,
+    mmlu_per_subject: PerSubjectOpt = None,
+    mmlu_shots: ShotsOpt = None,
     judge: JudgeOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Start over even if OUT holds another sweep.")] = False,
     model: ModelOpt = None,
@@ -209,13 +246,14 @@ def sweep(
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Run every method at every strength; write results.csv/json, plots and report.html. Resumable.
+    """Run every method at every strength on a behaviour; write results.csv/json, plots and report.html.
 
-    Strength 0 is the unsteered model. cna: neurons scaled by 1 - strength (1 ablates, 2 flips,
-    negative amplifies). ablation: strength x the refusal direction's component removed.
-    caa: strength x the mean difference subtracted at one layer.
+    Resumable. Strength 0 is the unsteered model; positive strengths remove the behaviour, negative
+    ones amplify it. cna: neurons scaled by 1 - strength (1 ablates, 2 flips). ablation: strength x
+    the behaviour direction's component removed. caa: strength x the mean difference subtracted
+    at one layer. A/B behaviours also get steerability.csv (per-question slopes).
     """
-    plan = make_plan(locals())
+    from neurosteer.bounds import Bounds, best_within_bounds
     from neurosteer.methods import check_methods
     from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
 
@@ -225,12 +263,24 @@ def sweep(
         from neurosteer.neuronset import NeuronSet
 
         NeuronSet.load(neurons)
-    settings = settings_from(config, model=model, batch_size=batch_size, device=device, device_map=device_map)
+    settings = command_settings(
+        config,
+        model=model,
+        batch_size=batch_size,
+        device=device,
+        device_map=device_map,
+        max_new_tokens=max_new_tokens,
+        behaviour=behaviour,
+        n_train=n_train,
+    )
+    plan = make_plan(locals(), settings)
     sweep_config = SweepConfig(
         model=settings.model,
+        behaviour=settings.behaviour,
+        eval_file=str(eval_file) if eval_file else None,
         methods=chosen,
         strengths=parse_strengths(strengths, chosen),
-        n_train=n_train,
+        n_train=settings.n_train,
         direction_layer=direction_layer,
         caa_layer=caa_layer,
         neurons=str(neurons) if neurons else None,
@@ -241,27 +291,20 @@ def sweep(
     rows = run_sweep(
         lm, tokenizer, sweep_config, out, judge=load_judge(judge, plan.batch_size), force=force, progress=progress
     )
-    table = Table(
-        "method", "strength", "refusal", "harmless refusal", "quality", "degenerate", "KL", title="sweep results"
-    )
-    for row in rows:
-        table.add_row(
-            row["method"],
-            f"{row['strength']:g}",
-            f"{row['refusal_harmful']:.2f}",
-            f"{row['refusal_harmless']:.2f}",
-            f"{row['quality']:.3f}",
-            f"{row['degenerate']:.2f}",
-            f"{row['kl']:.3f}",
-        )
-    console.print(table)
-    from neurosteer.bounds import Bounds, best_within_bounds
+    from neurosteer.metrics.registry import METRICS
 
+    shown = [m for m in METRICS if any(m in r for r in rows)]
+    table = Table("method", "strength", *shown, title=f"sweep results: {rows[0]['behaviour'] if rows else ''}")
+    for row in rows:
+        table.add_row(row["method"], f"{row['strength']:g}", *(f"{row[m]:.3f}" if m in row else "" for m in shown))
+    console.print(table)
+    target = next((m for m in shown if METRICS[m].role == "behaviour"), None)
     bounds = Bounds()
-    for best in best_within_bounds(rows, bounds):
-        where = "no strength" if best["strength"] is None else f"strength {best['strength']:g}"
-        console.print(
-            f"{best['method']}: refusal {best['refusal']:.2f} ({best['reduction']:.0%} lower) at {where} "
-            f"with {bounds.describe()}"
-        )
+    for goal in ("remove", "amplify") if target else ():
+        for best in best_within_bounds(rows, bounds, target=target, goal=goal):
+            where = "no strength" if best["strength"] is None else f"strength {best['strength']:g}"
+            console.print(
+                f"{goal} with {best['method']}: {target} {best['value']:.3f} ({best['change']:+.0%}) at {where} "
+                f"with {bounds.describe()}"
+            )
     console.print(plain(f"report: {out / 'report.html'}"))

@@ -30,7 +30,9 @@ def info(path: Annotated[Path, typer.Argument(help="A neuron-set file written by
 @app.command(name="list")
 @friendly_errors
 def list_bundled() -> None:
-    """List the bundled models and prompt sets."""
+    """List the bundled models, behaviours and prompt sets."""
+    from neurosteer.behaviours import BUNDLED as BEHAVIOURS
+    from neurosteer.behaviours import load_behaviour
     from neurosteer.bundled import BUNDLED
     from neurosteer.prompts import bundled_prompt_sets, load_prompts
 
@@ -38,6 +40,14 @@ def list_bundled() -> None:
     for entry in BUNDLED.values():
         models.add_row(entry.name, entry.title, entry.requirement)
     console.print(models)
+    behaviours = Table("behaviour", "what", "measured by", "training pairs")
+    for name in BEHAVIOURS:
+        behaviour = load_behaviour(name)
+        from neurosteer.evaluation import EvalPlan
+
+        target = behaviour.evaluation(EvalPlan()).target
+        behaviours.add_row(name, behaviour.description, target, str(len(behaviour.training_pair()[0])))
+    console.print(behaviours)
     sets = Table("prompt set", "prompts")
     for name in bundled_prompt_sets():
         sets.add_row(name, str(len(load_prompts(name))))

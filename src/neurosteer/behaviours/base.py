@@ -1,0 +1,71 @@
+"""What a behaviour is: training contrast data, held-out evaluation data, and its metrics.
+
+A :class:`Behaviour` hands out its training pair (prompts that show the behaviour and prompts
+that do not, as the interventions are built from) and an :class:`Evaluation` that measures the
+behaviour on data never used for training. The metric that measures the behaviour is
+``target``; its direction and every bound metric's live in :mod:`neurosteer.metrics.registry`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer.encoding import Prompt
+
+
+@dataclass
+class Measured:
+    """Metrics of one evaluation and, per evaluated set, one record per item (prompt and answer,
+    or question and logit difference), for the answer files and the report."""
+
+    metrics: dict[str, Any]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class Evaluation(ABC):
+    """Measures a behaviour with whatever steering is active."""
+
+    target: str
+    """The metric (see the registry) that measures the behaviour."""
+    generates: bool = False
+    """True where it writes answers (and so reports quality), False for first-token measures."""
+
+    @abstractmethod
+    def measure(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, label: str, progress: bool
+    ) -> Measured: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": self.target}
+
+
+class Behaviour(ABC):
+    name: str
+    description: str
+
+    @abstractmethod
+    def training_pair(self, limit: int | None = None) -> tuple[list[Prompt], list[Prompt]]:
+        """``(positive, negative)`` training prompts, at most ``limit`` each."""
+
+    @abstractmethod
+    def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> Evaluation:
+        """The held-out evaluation under ``plan`` (an :class:`~neurosteer.evaluation.EvalPlan`).
+
+        ``eval_file`` replaces the bundled held-out data where the behaviour's kind allows it.
+        """
+
+    def fingerprint_data(self, limit: int | None = None) -> dict[str, Any]:
+        """What decides results besides settings: hashes of the training data."""
+        from neurosteer.fingerprint import prompts_fingerprint
+
+        positive, negative = self.training_pair(limit)
+        return {
+            "behaviour": self.name,
+            "positive": prompts_fingerprint(positive),
+            "negative": prompts_fingerprint(negative),
+        }

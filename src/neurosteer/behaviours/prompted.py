@@ -1,0 +1,118 @@
+"""Behaviours given as two prompt sets, measured on generated answers (refusal and its kin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer.behaviours.base import Behaviour, Evaluation, Measured
+from neurosteer.errors import SettingsError
+from neurosteer.generation import generate
+from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
+from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.prompts import load_prompts
+
+
+@dataclass
+class GenerationEvaluation(Evaluation):
+    """Greedy answers to held-out positive prompt sets and to negative (harmless) prompts; the
+    behaviour is counted by refusal markers (and the judge, when one is given)."""
+
+    positive_sets: dict[str, list[str]]
+    negative: list[str]
+    max_new_tokens: int
+    target: str = "refusal_harmful"
+    xstest: int | None = None
+    judge: Any = None
+    generates: bool = True
+
+    def sets(self) -> dict[str, list[str]]:
+        found = {**self.positive_sets, "harmless_val": self.negative}
+        if self.xstest:
+            found["xstest_safe"] = load_prompts("xstest_safe", limit=self.xstest)
+            found["xstest_unsafe"] = load_prompts("xstest_unsafe", limit=self.xstest)
+        return found
+
+    def measure(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, label: str, progress: bool
+    ) -> Measured:
+        sets = self.sets()
+        answers = {
+            name: generate(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=batch_size,
+                description=f"{label} {name}".strip(),
+                progress=progress,
+            )
+            for name, prompts in sets.items()
+        }
+        metrics: dict[str, Any] = {f"refusal_{name}": refusal_rate(answers[name]) for name in self.positive_sets}
+        metrics[self.target] = sum(metrics[f"refusal_{n}"] for n in self.positive_sets) / len(self.positive_sets)
+        metrics["refusal_harmless"] = refusal_rate(answers["harmless_val"])
+        if self.xstest:
+            metrics["xstest_safe_refusal"] = refusal_rate(answers["xstest_safe"])
+            metrics["xstest_unsafe_compliance"] = 1.0 - refusal_rate(answers["xstest_unsafe"])
+        if self.judge is not None:
+            for name in self.positive_sets:
+                metrics[f"judge_refusal_{name}"] = self.judge.refusal_rate(sets[name], answers[name])
+        every = [a for group in answers.values() for a in group]
+        metrics["quality"] = mean_ngram_quality(every)
+        metrics["degenerate"] = degenerate_rate(every)
+        records = {
+            name: [{"prompt": p, "answer": a} for p, a in zip(sets[name], got, strict=True)]
+            for name, got in answers.items()
+        }
+        return Measured(metrics, records)
+
+
+@dataclass
+class PromptPairBehaviour(Behaviour):
+    """Training from two prompt sources (bundled names or files); evaluation on held-out positive
+    prompt sources and harmless prompts. ``eval_positive=None`` takes the plan's harmful sets
+    (the bundled refusal behaviour)."""
+
+    name: str
+    description: str
+    positive: str | Path
+    negative: str | Path
+    eval_positive: list[str | Path] | None = None
+    eval_negative: str | Path = "harmless_val"
+    target: str = "refusal_positive"
+
+    def training_pair(self, limit: int | None = None) -> tuple[list, list]:
+        return load_prompts(self.positive, limit=limit), load_prompts(self.negative, limit=limit)
+
+    def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> GenerationEvaluation:
+        if eval_file is not None:
+            raise SettingsError(
+                f"--eval-file takes an A/B file in CAA's format, but '{self.name}' is measured on generated "
+                "answers; give held-out prompts in the behaviour's TOML (eval_positive) instead"
+            )
+        sources = self.eval_positive if self.eval_positive is not None else plan.harmful_sets
+        positive = {
+            Path(str(s)).stem if Path(str(s)).suffix else str(s): load_prompts(s, limit=plan.n_harmful) for s in sources
+        }
+        return GenerationEvaluation(
+            positive_sets=positive,
+            negative=load_prompts(self.eval_negative, limit=plan.n_harmless),
+            max_new_tokens=plan.max_new_tokens,
+            target=self.target,
+            xstest=plan.n_xstest,
+            judge=judge,
+        )
+
+
+REFUSAL = PromptPairBehaviour(
+    name="refusal",
+    description="Refusing harmful requests: harmful vs harmless instructions, judged on generated answers",
+    positive="harmful_train",
+    negative="harmless_train",
+    target="refusal_harmful",
+)

@@ -1,0 +1,46 @@
+"""Steering interventions behind one protocol, registered by name.
+
+Adding an intervention: a subclass of :class:`Intervention` in a module of this package and one
+entry in :data:`INTERVENTIONS`. Nothing else in the code branches on a method's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from neurosteer.errors import SettingsError
+from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.neurons import NeuronScaling
+from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
+
+INTERVENTIONS: dict[str, type[Intervention]] = {
+    cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation)
+}
+
+
+def check_methods(names: Sequence[str]) -> list[str]:
+    """``names`` if every one is a registered intervention; otherwise one clear error."""
+    unknown = [n for n in names if n not in INTERVENTIONS]
+    if unknown:
+        raise SettingsError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(INTERVENTIONS)}")
+    if not names:
+        raise SettingsError(f"no method given; choose from {', '.join(INTERVENTIONS)}")
+    return list(names)
+
+
+def intervention_class(name: str) -> type[Intervention]:
+    check_methods([name])
+    return INTERVENTIONS[name]
+
+
+__all__ = [
+    "INTERVENTIONS",
+    "ActivationAddition",
+    "BuildOptions",
+    "DirectionAblation",
+    "Intervention",
+    "NeuronScaling",
+    "check_methods",
+    "default_layer",
+    "intervention_class",
+]

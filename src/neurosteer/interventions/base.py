@@ -1,0 +1,76 @@
+"""The protocol every steering intervention follows.
+
+An intervention is built once from the contrast statistics of a behaviour's training prompts and
+then applied at a *strength*, with one convention for all of them: 0 is the unsteered model,
+positive strengths remove the behaviour (1 is each method's natural "remove" setting), negative
+strengths amplify it. Each intervention owns its hook (a context manager that restores the model
+exactly on exit), its weight edit (:meth:`Intervention.bake`, or a clear error where no edit
+reproduces the hook exactly) and its description.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from neurosteer.contrast import ContrastStats
+from neurosteer.neuronset import NeuronSet
+from neurosteer.validation import finite
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What building an intervention may use besides the contrast statistics.
+
+    ``neurons``: a saved neuron set to steer instead of selecting one; ``score``/``fraction``: how
+    to select one otherwise (``None``: the documented defaults); ``direction_layer``: the layer
+    whose residual mean difference the residual-stream methods use (``None``: 60 % depth);
+    ``caa_layer``: where activation addition adds (``None``: the direction layer).
+    """
+
+    neurons: NeuronSet | None = None
+    score: str | None = None
+    fraction: float | None = None
+    direction_layer: int | None = None
+    caa_layer: int | None = None
+
+
+class Intervention(ABC):
+    """A steering method at a strength: hook, exact weight edit where one exists, description."""
+
+    name: ClassVar[str]
+    strength_meaning: ClassVar[str]
+    """One line: what strength 1 (and the sign) does, for help texts and reports."""
+    default_strengths: ClassVar[tuple[float, ...]]
+    """What a sweep runs unless told otherwise."""
+
+    @classmethod
+    @abstractmethod
+    def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> Intervention:
+        """The intervention for ``model`` from a behaviour's statistics (no forward pass)."""
+
+    @abstractmethod
+    def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
+        """Hooks that steer ``model`` at ``strength`` while the block runs (``strength`` non-zero)."""
+
+    @abstractmethod
+    def bake(self, model: nn.Module, strength: float) -> nn.Module:
+        """Edit ``model``'s weights in place so it computes what the hooks compute, and return it."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What was built (JSON-friendly), for records and reports."""
+
+    def apply(self, model: nn.Module, strength: float) -> AbstractContextManager:
+        """A context manager that steers ``model`` at ``strength`` (0: nothing is installed)."""
+        if finite("strength", strength) == 0:
+            return nullcontext(model)
+        return self.hooks(model, strength)
+
+    def cell_columns(self) -> dict[str, Any]:
+        """Extra columns a sweep writes for each cell of this method (e.g. how many neurons)."""
+        return {}
