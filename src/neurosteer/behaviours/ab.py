@@ -6,7 +6,8 @@ turn opened with the answer letter, ``(A`` vs ``(B``, behaviour-matching vs not,
 letter. The metric asks the same question with the assistant turn opened with ``(`` and reads
 the probability of the matching letter normalised over the two letters (``p_matching``) and
 the logit difference of matching minus non-matching (``logit_diff``, per question, for the
-steerability slope of Tan et al. 2024).
+steerability slope of Tan et al. 2024). A letter's probability counts both ways a model writes
+it after ``(``: ``A`` and `` A``.
 """
 
 from __future__ import annotations
@@ -94,28 +95,39 @@ def split_items(
     return [items[i] for i in order[:-n_val]], [items[i] for i in order[-n_val:]]
 
 
-def letter_token(tokenizer: PreTrainedTokenizerBase, letter: str) -> int:
-    """The token the model writes for ``letter`` right after ``(`` (as it would generate it)."""
+def letter_tokens(tokenizer: PreTrainedTokenizerBase, letter: str) -> list[int]:
+    """The tokens with which the model can write ``letter`` right after ``(``: the token that
+    follows ``(`` when ``(A`` is tokenized, and the letter with a leading space (models often
+    answer ``( A``); each only where it is a single token."""
+    found: list[int] = []
     opening = tokenizer.encode("(", add_special_tokens=False)
     both = tokenizer.encode(f"({letter}", add_special_tokens=False)
     if both[: len(opening)] == opening and len(both) == len(opening) + 1:
-        return int(both[-1])
-    return int(tokenizer.encode(letter, add_special_tokens=False)[0])
+        found.append(int(both[-1]))
+    for text in (letter, f" {letter}"):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) == 1 and int(ids[0]) not in found:
+            found.append(int(ids[0]))
+    if not found:
+        raise SettingsError(f"this tokenizer has no single token for the answer letter {letter!r}")
+    return found
 
 
 def logit_differences(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: list[ABQuestion], *, batch_size: int, progress: bool
 ) -> torch.Tensor:
-    """Per question, logit(matching letter) - logit(non-matching letter) after ``(``."""
+    """Per question, log p(matching letter) - log p(non-matching letter) for the token after ``(``,
+    each letter's probability summed over its spellings (:func:`letter_tokens`). This is the
+    logit difference of the two letters renormalised over just them."""
     logprobs = first_token_logprobs(
         model, tokenizer, [ChatPrompt(q.question, "(") for q in items], batch_size=batch_size, progress=progress
     )
     letters = sorted({q.matching for q in items} | {q.not_matching for q in items})
-    ids = {letter: letter_token(tokenizer, letter) for letter in letters}
-    matching = torch.tensor([ids[q.matching] for q in items])
-    other = torch.tensor([ids[q.not_matching] for q in items])
+    per_letter = {letter: logprobs[:, letter_tokens(tokenizer, letter)].logsumexp(-1) for letter in letters}
     rows = torch.arange(len(items))
-    return (logprobs[rows, matching] - logprobs[rows, other]).double()
+    matching = torch.stack([per_letter[q.matching][i] for i, q in zip(rows, items, strict=True)])
+    other = torch.stack([per_letter[q.not_matching][i] for i, q in zip(rows, items, strict=True)])
+    return (matching - other).double()
 
 
 @dataclass
