@@ -13,14 +13,19 @@ from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, LAYERS, NEURONS, tiny_model
 
 
+OUT_PROJ_NAMES = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2")
+
+
+def out_projections(model):
+    """Each layer's MLP output projection, found by the module names the families use."""
+    found = [m for name, m in model.named_modules() if name.endswith(OUT_PROJ_NAMES)]
+    assert len(found) == LAYERS
+    return found
+
+
 def naive_last_token_activations(model, tokenizer, prompts):
     """One prompt at a time through the full model, every activation kept: ``[P, L, N]``."""
-    out_projs = [
-        dict(model.named_modules())[name]
-        for name, module in model.named_modules()
-        if name.endswith(("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2"))
-    ]
-    assert len(out_projs) == LAYERS
+    out_projs = out_projections(model)
     kept: list[torch.Tensor] = []
     pre = [(p, lambda m, a, kept=kept: kept.append(a[0].clone())) for p in out_projs]
     return naive_last_token(model, tokenizer, prompts, kept, pre=pre)
@@ -189,7 +194,7 @@ def naive_residual_last_token(model, tokenizer, prompts):
     return naive_last_token(model, tokenizer, prompts, kept, post=post)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_selective_score_matches_reference(family, tokenizer):
     model = tiny_model(family)
     found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=10, score="selective")
@@ -197,9 +202,10 @@ def test_selective_score_matches_reference(family, tokenizer):
     rpos, rneg = (naive_residual_last_token(model, tokenizer, p) for p in (POSITIVE, NEGATIVE))
     direction = rpos.mean(0) - rneg.mean(0)
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    projs = [m for n, m in model.named_modules() if n.endswith(("mlp.down_proj", "mlp.c_proj"))]
     # What each neuron writes: rows of GPT-2's Conv1D weight, columns of a Linear weight.
-    writes = np.stack([(p.weight.T if family == "gpt2" else p.weight).detach().double().numpy() for p in projs])
+    writes = np.stack(
+        [(p.weight.T if family == "gpt2" else p.weight).detach().double().numpy() for p in out_projections(model)]
+    )
     benefit = pos.mean(0) * np.einsum("lh,lhn->ln", direction, writes)
     cost = (neg**2).mean(0) * (writes**2).sum(1)
     score = np.maximum(benefit, 0) / np.sqrt(cost + np.quantile(cost, 0.75))

@@ -1,0 +1,105 @@
+"""Every registered intervention on tiny models of every family: built from one pass of contrast
+statistics, steering changes the model, revert is bit-exact, and bake equals the hooks wherever an
+intervention claims an exact weight edit (and refuses clearly where it does not)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from neurosteer.contrast import collect_contrast
+from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.interventions import INTERVENTIONS, BuildOptions, check_methods
+from neurosteer.methods import build_steerers
+
+from conftest import NEGATIVE, POSITIVE
+from test_steering import logits
+from tiny import FAMILIES, tiny_model
+
+# Families whose blocks end in a norm after the attention/MLP output (Gemma 2/3's post-norms):
+# projecting the direction out of the writers' weights is not the same as out of the stream.
+POST_NORM_FAMILIES = {"gemma2", "gemma3_text"}
+
+
+def exact_bake(name: str, family: str) -> bool:
+    if name == "caa":
+        return False
+    return not (name == "ablation" and family in POST_NORM_FAMILIES)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def built(request, tokenizer):
+    model = tiny_model(request.param)
+    contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
+    options = BuildOptions(fraction=0.05)
+    return request.param, model, {name: cls.build(model, contrast, options) for name, cls in INTERVENTIONS.items()}
+
+
+@pytest.mark.parametrize("name", list(INTERVENTIONS))
+def test_hooks_steer_and_revert_bit_exactly(built, name, tokenizer):
+    _family, model, interventions = built
+    before = logits(model, tokenizer)
+    with interventions[name].apply(model, 0.7):
+        steered = logits(model, tokenizer)
+    assert not torch.allclose(steered, before, atol=1e-5)
+    assert torch.equal(logits(model, tokenizer), before)
+    with interventions[name].apply(model, 0.0):
+        assert torch.equal(logits(model, tokenizer), before)
+
+
+@pytest.mark.parametrize("name", list(INTERVENTIONS))
+def test_bake_equals_hooks_where_it_claims_to(built, name, tokenizer):
+    family, model, interventions = built
+    intervention = interventions[name]
+    with intervention.apply(model, 0.6):
+        expected = logits(model, tokenizer)
+    copied = copy.deepcopy(model)
+    if not exact_bake(name, family):
+        with pytest.raises(NeurosteerError, match="cannot be baked"):
+            intervention.bake(copied, 0.6)
+        return
+    torch.testing.assert_close(logits(intervention.bake(copied, 0.6), tokenizer), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_strength_convention_is_shared(tokenizer):
+    """Strength 1 of cna ablates (factor 0), -1 doubles; ablation at 1 leaves no component."""
+    model = tiny_model("llama")
+    steerers = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
+    neurons = steerers.neurons
+    assert neurons is not None
+    from neurosteer.steering import steer
+
+    for strength, factor in ((1.0, 0.0), (-1.0, 2.0), (0.5, 0.5)):
+        with steerers.apply(model, "cna", strength):
+            got = logits(model, tokenizer)
+        with steer(model, neurons, factor=factor):
+            torch.testing.assert_close(got, logits(model, tokenizer), atol=0, rtol=0)
+    ablation = steerers.interventions["ablation"]
+    assert ablation.describe()["direction_layer"] == int(0.6 * model.config.num_hidden_layers)
+
+
+def test_one_pass_builds_every_method(tokenizer):
+    """Building all three methods runs each prompt through the model once."""
+    model = tiny_model("qwen2")
+    calls: list[int] = []
+
+    def count(_module, args, kwargs):
+        calls.append(int(kwargs.get("input_ids", args[0] if args else None).shape[0]))
+
+    handle = model.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=2)
+    finally:
+        handle.remove()
+    # The shared chat prefix runs once per side (one row), then every prompt once.
+    assert sum(calls) == len(POSITIVE) + len(NEGATIVE) + 2
+
+
+def test_registry_errors_are_one_line():
+    with pytest.raises(SettingsError, match="unknown method"):
+        check_methods(["cna", "steer-harder"])
+    assert list(INTERVENTIONS) == ["cna", "caa", "ablation"]
+    for cls in INTERVENTIONS.values():
+        assert cls.strength_meaning and cls.default_strengths
