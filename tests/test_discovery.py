@@ -12,7 +12,6 @@ from neurosteer.errors import SettingsError
 from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, LAYERS, NEURONS, tiny_model
 
-
 OUT_PROJ_NAMES = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2")
 
 
