@@ -45,7 +45,7 @@ def main() -> None:
     print(f"\nBest per method with {bounds.describe()}:\n")
     for best in best_within_bounds(rows, bounds):
         where = "no strength stays in bounds" if best["strength"] is None else f"strength {best['strength']:g}"
-        print(f"- {best['method']}: refusal {best['refusal']:.2f} ({best['reduction']:.0%} lower), {where}")
+        print(f"- {best['method']}: refusal {best['value']:.2f} ({best['change']:.0%} lower), {where}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import torch
 import neurosteer
 from neurosteer.baselines import ablate_direction, residual_directions
 from neurosteer.errors import NeurosteerError
-from neurosteer.neuronset import NeuronSet
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
 from clitools import assert_one_line_error, invoke
@@ -115,6 +114,8 @@ def test_bake_cli_dtype_force_and_errors(tmp_path):
 
 def test_bake_rejects_neurons_of_another_model(tokenizer):
     neurons = neurosteer.find_neurons(tiny_model("llama"), tokenizer, POSITIVE, NEGATIVE, top_k=4)
+    other = tiny_model("gpt2")
+    before = {name: value.clone() for name, value in other.state_dict().items()}
     with pytest.raises(NeurosteerError, match="discover neurons on this model"):
-        neurosteer.bake(tiny_model("gpt2"), neurons)
-    assert isinstance(neurons, NeuronSet)
+        neurosteer.bake(other, neurons)
+    assert all(torch.equal(value, before[name]) for name, value in other.state_dict().items())
