@@ -254,3 +254,15 @@ def test_cli_list_sweep_and_settings(cli_workspace, ab_toml):
     assert_one_line_error(
         invoke("sweep", "-m", cli_workspace / "llama", "--out", out, "-b", "nope"), "unknown behaviour"
     )
+
+
+def test_discover_from_a_behaviour(cli_workspace, ab_toml):
+    from neurosteer.neuronset import NeuronSet
+
+    out = ab_toml / "n.safetensors"
+    args = ["discover", "-m", cli_workspace / "llama", "--top-k", "3", "--no-progress", "--out", out]
+    result = invoke(*args, "-b", ab_toml / "numbers.toml", "--n-train", "5")
+    assert result.exit_code == 0, result.output
+    neurons = NeuronSet.load(out)
+    assert len(neurons) == 3 and neurons.prompts["n_positive"] == neurons.prompts["n_negative"] == 5
+    assert_one_line_error(invoke(*args, "-p", cli_workspace / "pos.txt"), "give both --positive and --negative")

@@ -33,9 +33,21 @@ PROMPT_HELP = "Bundled prompt set (e.g. harmful_train) or a .txt/.json/.jsonl/.c
 @app.command()
 @friendly_errors
 def discover(
-    positive: Annotated[str, typer.Option("--positive", "-p", help=f"Prompts showing the behaviour. {PROMPT_HELP}")],
-    negative: Annotated[str, typer.Option("--negative", "-n", help=f"Prompts without it. {PROMPT_HELP}")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the neuron set (.safetensors).")],
+    positive: Annotated[
+        str | None, typer.Option("--positive", "-p", help=f"Prompts showing the behaviour. {PROMPT_HELP}")
+    ] = None,
+    negative: Annotated[str | None, typer.Option("--negative", "-n", help=f"Prompts without it. {PROMPT_HELP}")] = None,
+    behaviour: Annotated[
+        str | None,
+        typer.Option(
+            "--behaviour",
+            "-b",
+            help="Instead of --positive/--negative: a behaviour's training pairs (bundled name or .toml; "
+            "setting behaviour), the first --n-train of each side.",
+        ),
+    ] = None,
+    n_train: Annotated[int | None, typer.Option(help="With a behaviour: training pairs per side (128).")] = None,
     model: ModelOpt = None,
     trust_remote_code: TrustOpt = False,
     fraction: Annotated[
@@ -65,7 +77,7 @@ def discover(
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Find the MLP neurons whose activations separate POSITIVE from NEGATIVE prompts."""
+    """Find the MLP neurons whose activations separate POSITIVE from NEGATIVE prompts (or a behaviour's pairs)."""
     from neurosteer.discovery import find_neurons
 
     if fraction is not None and not 0 < fraction <= 1:
@@ -78,9 +90,18 @@ def discover(
         device=device,
         device_map=device_map,
         chat_template=chat_template,
+        behaviour=behaviour,
+        n_train=n_train,
     )
-    pos = load_prompts(positive, column=column, limit=n_positive)
-    neg = load_prompts(negative, column=column, limit=n_negative)
+    if (positive is None) != (negative is None):
+        raise SettingsError("give both --positive and --negative, or neither (then --behaviour's training pairs)")
+    if positive is not None and negative is not None:
+        pos = load_prompts(positive, column=column, limit=n_positive)
+        neg = load_prompts(negative, column=column, limit=n_negative)
+    else:
+        from neurosteer.behaviours import load_behaviour
+
+        pos, neg = load_behaviour(settings.behaviour).training_pair(settings.n_train)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     neurons = find_neurons(
         lm,

@@ -173,6 +173,7 @@ def evaluate(
     )
     plan = make_plan(locals(), settings)
     chosen = load_behaviour(settings.behaviour)
+    chosen.evaluation(plan, eval_file=eval_file)  # a bad --eval-file fails here, before the model loads
     selected = NeuronSet.load(neurons) if neurons else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     evaluator = Evaluator(
@@ -274,6 +275,9 @@ def sweep(
         n_train=n_train,
     )
     plan = make_plan(locals(), settings)
+    from neurosteer.behaviours import load_behaviour
+
+    load_behaviour(settings.behaviour).evaluation(plan, eval_file=eval_file)  # fails before the model loads
     sweep_config = SweepConfig(
         model=settings.model,
         behaviour=settings.behaviour,
