@@ -21,11 +21,15 @@ from tiny import FAMILIES, tiny_model
 # Families whose blocks end in a norm after the attention/MLP output (Gemma 2/3's post-norms):
 # projecting the direction out of the writers' weights is not the same as out of the stream.
 POST_NORM_FAMILIES = {"gemma2", "gemma3_text"}
+# Families whose MLP output projection has a bias, which can hold patching's constant term.
+BIASED_OUTPUT_FAMILIES = {"gpt2", "gpt_neox", "opt"}
 
 
 def exact_bake(name: str, family: str) -> bool:
     if name == "caa":
         return False
+    if name == "patch":
+        return family in BIASED_OUTPUT_FAMILIES
     return not (name == "ablation" and family in POST_NORM_FAMILIES)
 
 
@@ -100,6 +104,39 @@ def test_one_pass_builds_every_method(tokenizer):
 def test_registry_errors_are_one_line():
     with pytest.raises(SettingsError, match="unknown method"):
         check_methods(["cna", "steer-harder"])
-    assert list(INTERVENTIONS) == ["cna", "caa", "ablation"]
+    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch"]
     for cls in INTERVENTIONS.values():
         assert cls.strength_meaning and cls.default_strengths
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5, -1.0])
+def test_patching_moves_neurons_toward_their_negative_mean(strength, tokenizer):
+    """a <- a + strength * (mu_minus - a) on the selected neurons, the others untouched."""
+    from neurosteer.architectures import layout
+
+    model = tiny_model("qwen2")
+    steerers = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, methods=["patch"], batch_size=4)
+    patch = steerers.interventions["patch"]
+    lay = layout(model)
+    layer = int(patch.neurons.layers[0])
+    picked = patch.neurons.layers == layer
+    index, mean = patch.neurons.indices[picked], patch.neurons.mean_negative[picked]
+    seen: list[torch.Tensor] = []
+    # Registered after the intervention's hook, so it sees the patched input.
+    with patch.apply(model, strength):
+        handle = lay.out_projs[layer].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+        try:
+            logits(model, tokenizer)
+        finally:
+            handle.remove()
+    handle = lay.out_projs[layer].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    try:
+        logits(model, tokenizer)
+    finally:
+        handle.remove()
+    patched, plain = seen
+    expected = plain[..., index] + strength * (mean - plain[..., index])
+    torch.testing.assert_close(patched[..., index], expected, atol=1e-5, rtol=1e-5)
+    others = torch.ones(plain.shape[-1], dtype=torch.bool)
+    others[index] = False
+    torch.testing.assert_close(patched[..., others], plain[..., others], atol=1e-5, rtol=1e-5)

@@ -24,7 +24,7 @@ from neurosteer.console import console
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.fingerprint import file_sha256, short_hash
-from neurosteer.interventions import INTERVENTIONS
+from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.methods import METHODS, build_steerers, check_methods
 from neurosteer.metrics.judge import RefusalJudge
 from neurosteer.neuronset import NeuronSet
@@ -37,7 +37,7 @@ class SweepConfig(BaseModel):
     model: str = Field(description="Model the sweep ran on.")
     behaviour: str = Field("refusal", description="Bundled behaviour name or a behaviour TOML file.")
     eval_file: str | None = Field(None, description="A/B file in CAA's format to evaluate on instead.")
-    methods: list[str] = Field(list(METHODS), description="Methods to compare.")
+    methods: list[str] = Field(list(DEFAULT_METHODS), description="Methods to compare.")
     strengths: dict[str, list[float]] = Field(DEFAULT_STRENGTHS, description="Strengths per method.")
     n_train: int = Field(128, ge=2, description="Training prompts (or A/B pairs) per side.")
     direction_layer: int | None = Field(None, description="Layer of the ablation direction (None: 60 % depth).")

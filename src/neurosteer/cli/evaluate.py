@@ -123,7 +123,9 @@ def load_judge(name: str | None, batch_size: int):
 @app.command(name="eval")
 @friendly_errors
 def evaluate(
-    method: Annotated[str, typer.Option(help="none or a method: cna, caa, ablation.")] = "none",
+    method: Annotated[
+        str, typer.Option(help="none or a method: cna, caa, ablation, patch (see 'neurosteer list').")
+    ] = "none",
     strength: Annotated[float, typer.Option(help="Method strength (see 'neurosteer sweep --help').")] = 1.0,
     behaviour: BehaviourOpt = None,
     eval_file: EvalFileOpt = None,
@@ -216,7 +218,9 @@ def sweep(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results, plots and report.html.")],
     behaviour: BehaviourOpt = None,
     eval_file: EvalFileOpt = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods: cna,caa,ablation.")] = "cna,caa,ablation",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods: cna, caa, ablation, patch (see 'neurosteer list').")
+    ] = "cna,caa,ablation",
     strengths: Annotated[
         str | None,
         typer.Option(help="Per method 'cna=-1,0.5,1;caa=1,2' or one list for all. Default: a few per method."),

@@ -48,6 +48,12 @@ def list_bundled() -> None:
         target = behaviour.evaluation(EvalPlan()).target
         behaviours.add_row(name, behaviour.description, target, str(len(behaviour.training_pair()[0])))
     console.print(behaviours)
+    from neurosteer.interventions import INTERVENTIONS
+
+    methods = Table("method", "strength (0 = unsteered, + removes, - amplifies)")
+    for name, cls in INTERVENTIONS.items():
+        methods.add_row(name, cls.strength_meaning)
+    console.print(methods)
     sets = Table("prompt set", "prompts")
     for name in bundled_prompt_sets():
         sets.add_row(name, str(len(load_prompts(name))))

@@ -11,11 +11,15 @@ from collections.abc import Sequence
 from neurosteer.errors import SettingsError
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
+from neurosteer.interventions.patching import NeuronPatching
 from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
-    cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation)
+    cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching)
 }
+
+DEFAULT_METHODS: tuple[str, ...] = tuple(name for name, cls in INTERVENTIONS.items() if cls.compared_by_default)
+"""What a sweep compares when no methods are named."""
 
 
 def check_methods(names: Sequence[str]) -> list[str]:
@@ -34,11 +38,13 @@ def intervention_class(name: str) -> type[Intervention]:
 
 
 __all__ = [
+    "DEFAULT_METHODS",
     "INTERVENTIONS",
     "ActivationAddition",
     "BuildOptions",
     "DirectionAblation",
     "Intervention",
+    "NeuronPatching",
     "NeuronScaling",
     "check_methods",
     "default_layer",

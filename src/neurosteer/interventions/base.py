@@ -47,6 +47,8 @@ class Intervention(ABC):
     """One line: what strength 1 (and the sign) does, for help texts and reports."""
     default_strengths: ClassVar[tuple[float, ...]]
     """What a sweep runs unless told otherwise."""
+    compared_by_default: ClassVar[bool] = True
+    """Whether a sweep runs it when no methods are named."""
 
     @classmethod
     @abstractmethod

@@ -1,0 +1,105 @@
+"""Input-relative neuron steering: each selected neuron moved toward its negative-prompt mean.
+
+    a ← a + strength · (μ⁻ − a)  =  μ⁻ + (1 − strength) · (a − μ⁻)
+
+Strength 1 is mean patching (the neuron reads as it does on prompts without the behaviour, a
+constant), 0.5 halves the neuron's distance from that mean while keeping the prompt's own
+variation, values above 1 overshoot past the mean, and negative values push the neuron away from
+it (amplify). Unlike scaling (:mod:`neurosteer.interventions.neurons`), which moves a neuron toward
+zero, this moves it toward where it sits when the behaviour is absent: the "anchor" form of Kazemi
+et al. (arXiv:2605.08513), ``h ← v·m + m2``, with ``m = 1 − strength`` and ``m2 = strength · μ⁻``.
+
+Baking: ``W (a ⊙ m + c) + b = (W diag m) a + (W c + b)``, exact where the output projection has a
+bias to hold the constant ``W c`` (GPT-2, GPT-NeoX, OPT); gated families have none, and the bake
+is refused there.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from neurosteer.architectures import layout
+from neurosteer.bake import bake
+from neurosteer.contrast import ContrastStats
+from neurosteer.errors import NeurosteerError
+from neurosteer.hooks import DeviceCache, installed_hooks
+from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.neurons import NeuronScaling
+from neurosteer.neuronset import NeuronSet
+from neurosteer.scores import output_columns
+
+
+def affine_hook(scale: torch.Tensor, offset: torch.Tensor):
+    """A forward pre-hook computing ``x * scale + offset`` on the module input's last axis."""
+    scales, offsets = DeviceCache(scale), DeviceCache(offset)
+
+    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        return (x * scales.like(x) + offsets.like(x), *args[1:])
+
+    return hook
+
+
+@dataclass
+class NeuronPatching(Intervention):
+    name: ClassVar[str] = "patch"
+    strength_meaning: ClassVar[str] = (
+        "neurons moved strength x of the way to their mean on negative prompts (1 = mean patching, "
+        "-1 pushes them as far the other way)"
+    )
+    default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 0.5, 1.0, 1.5)
+    compared_by_default: ClassVar[bool] = False
+
+    neurons: NeuronSet
+
+    @classmethod
+    def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> NeuronPatching:
+        return cls(NeuronScaling.build(model, contrast, options).neurons)
+
+    def layer_terms(self, strength: float, width: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per affected layer, ``(scale, offset)`` vectors over all its neurons."""
+        terms = {}
+        for layer in torch.unique(self.neurons.layers).tolist():
+            picked = self.neurons.layers == layer
+            scale, offset = torch.ones(width), torch.zeros(width)
+            scale[self.neurons.indices[picked]] = 1.0 - strength
+            offset[self.neurons.indices[picked]] = strength * self.neurons.mean_negative[picked].float()
+            terms[int(layer)] = (scale, offset)
+        return terms
+
+    def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
+        lay = layout(model)
+        self.neurons.check_compatible(model, lay)
+        terms = self.layer_terms(strength, lay.neurons_per_layer)
+        return installed_hooks(pre=[(lay.out_projs[i], affine_hook(*terms[i])) for i in terms])
+
+    @torch.no_grad()
+    def bake(self, model: nn.Module, strength: float) -> nn.Module:
+        lay = layout(model)
+        self.neurons.check_compatible(model, lay)
+        projections = {int(i): lay.out_projs[int(i)] for i in torch.unique(self.neurons.layers).tolist()}
+        if any(getattr(p, "bias", None) is None for p in projections.values()):
+            raise NeurosteerError(
+                f"neuron patching adds a constant to each steered layer's MLP output, and {lay.model_type}'s "
+                "output projections have no bias to hold it, so it cannot be baked exactly; steer with hooks"
+            )
+        constants = {
+            layer: output_columns(lay, layer) @ offset.double()
+            for layer, (_, offset) in self.layer_terms(strength, lay.neurons_per_layer).items()
+        }
+        bake(model, self.neurons, factor=1.0 - strength)
+        for layer, constant in constants.items():
+            bias = projections[layer].bias
+            bias += constant.to(bias.device, bias.dtype)
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, "neurons": len(self.neurons), "selection": self.neurons.method}
+
+    def cell_columns(self) -> dict[str, Any]:
+        return {"neurons": len(self.neurons)}
