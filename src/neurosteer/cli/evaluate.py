@@ -219,8 +219,9 @@ def sweep(
     behaviour: BehaviourOpt = None,
     eval_file: EvalFileOpt = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods: cna, caa, ablation, patch (see 'neurosteer list').")
-    ] = "cna,caa,ablation",
+        str | None,
+        typer.Option(help="Comma-separated methods: cna, caa, ablation, patch (default: cna,caa,ablation)."),
+    ] = None,
     strengths: Annotated[
         str | None,
         typer.Option(help="Per method 'cna=-1,0.5,1;caa=1,2' or one list for all. Default: a few per method."),
@@ -259,10 +260,11 @@ def sweep(
     at one layer. A/B behaviours also get steerability.csv (per-question slopes).
     """
     from neurosteer.bounds import Bounds, best_within_bounds
+    from neurosteer.interventions import DEFAULT_METHODS
     from neurosteer.methods import check_methods
     from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
 
-    chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()] if methods else list(DEFAULT_METHODS))
     check_writable(out, directory=True)
     if neurons is not None:
         from neurosteer.neuronset import NeuronSet
