@@ -183,3 +183,30 @@ def test_cli_inspect_errors(cli_workspace, tmp_path):
     assert_one_line_error(invoke(*args, "-m", cli_workspace / "llama", "--top", "0"), "--top must be at least 1")
     assert_one_line_error(invoke(*args, "-m", cli_workspace / "gpt2", "--no-effects"), "discover neurons on this model")
     assert not page.exists()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_single_neuron_effects_match_steering_each_alone_and_rerank(family):
+    from neurosteer.effects import rerank, single_neuron_effects
+
+    model, tok = tiny_model(family), tiny_tokenizer()
+    neurons = found(model, 4)
+    effects = single_neuron_effects(model, tok, neurons, POSITIVE, NEGATIVE, factor=-1.0, rows_per_pass=12)
+    refusal_ids = torch.tensor(refusal_opening_ids(tok))
+    reference = first_token_logprobs(model, tok, NEGATIVE)
+    for i in range(4):
+        factors = torch.ones(4)
+        factors[i] = -1.0
+        with neurosteer.steer(model, neurons, factor=factors):
+            harmful = first_token_logprobs(model, tok, POSITIVE)
+            harmless = first_token_logprobs(model, tok, NEGATIVE)
+        p = harmful[:, refusal_ids].exp().sum(-1)
+        assert effects.refusal_alone[i] == pytest.approx(float((p.log() - (1 - p).log()).mean()), abs=1e-4)
+        kl = float((reference.exp() * (reference - harmless)).sum(-1).mean())
+        assert effects.kl_alone[i] == pytest.approx(kl, abs=1e-4)
+    best = rerank(neurons, effects, 2)
+    drops = sorted(((effects.drop(i), i) for i in range(4)), reverse=True)
+    assert best.indices.tolist() == [int(neurons.indices[i]) for _, i in drops[:2]]
+    assert best.method["reranked"]["candidates"] == 4
+    penalised = rerank(neurons, effects, 4, kl_weight=1e6)  # then the smallest KL comes first
+    assert int(penalised.indices[0]) == int(neurons.indices[min(range(4), key=lambda i: effects.kl_alone[i])])

@@ -235,6 +235,47 @@ def _all_variants(
 
 
 @torch.inference_mode()
+def measure_variants(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    neurons: NeuronSet,
+    factors: torch.Tensor,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    rows_per_pass: int = 64,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-token refusal log-odds on ``harmful`` and KL from the unsteered model on ``harmless``,
+    ``[variants]`` each, for every row of ``factors`` (``[2 + n, n]``).
+
+    Row 0 must be the unsteered model (all ones: the KL's reference); row 1 the run the others
+    are compared with; row ``2 + i`` may differ from row 1 only at neuron ``i`` (its earlier layers
+    are replayed from row 1's run).
+    """
+    whole("rows_per_pass", rows_per_pass)
+    lay = layout(model)
+    neurons.check_compatible(model, lay)
+    if factors.shape != (2 + len(neurons), len(neurons)) or not bool((factors[0] == 1).all()):
+        raise ValueError("factors must be [2 + n, n] with the unsteered model (all ones) first")
+    refusal_logodds = refusal_logodds_metric(tokenizer)
+    results: dict[str, torch.Tensor] = {}
+    for name, prompts in (("harmful", harmful), ("harmless", harmless)):
+        ids = tokenize_prompts(tokenizer, prompts, model=model)
+        length = shared_prefix_length(ids)
+        prefix = ids[0][:length] if length >= MIN_PREFIX and len(ids) > 1 else []
+        ids = [seq[len(prefix) :] for seq in ids]
+        (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
+        label = f"neuron variants ({name})"
+        logprobs = _all_variants(model, lay, neurons, factors, prefix, batch, rows_per_pass, label, progress)
+        if name == "harmful":  # log-softmax of log-probabilities changes nothing: the metric takes them
+            results[name] = refusal_logodds(logprobs.flatten(0, 1)).reshape(logprobs.shape[:2]).mean(1)
+        else:
+            reference = logprobs[0]
+            results[name] = (reference.exp() * (reference - logprobs)).sum(-1).mean(1)
+    return results["harmful"], results["harmless"]
+
+
 def leave_one_out(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -247,30 +288,73 @@ def leave_one_out(
     progress: bool = False,
 ) -> EffectSummary:
     """First-token refusal log-odds (``harmful``) and KL (``harmless``) for every variant."""
-    whole("rows_per_pass", rows_per_pass)
-    lay = layout(model)
-    neurons.check_compatible(model, lay)
     factors = variant_factors(neurons, factor)
-    refusal_logodds = refusal_logodds_metric(tokenizer)
-    results: dict[str, torch.Tensor] = {}
-    for name, prompts in (("harmful", harmful), ("harmless", harmless)):
-        ids = tokenize_prompts(tokenizer, prompts, model=model)
-        length = shared_prefix_length(ids)
-        prefix = ids[0][:length] if length >= MIN_PREFIX and len(ids) > 1 else []
-        ids = [seq[len(prefix) :] for seq in ids]
-        (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
-        label = f"leave-one-out ({name})"
-        logprobs = _all_variants(model, lay, neurons, factors, prefix, batch, rows_per_pass, label, progress)
-        if name == "harmful":  # log-softmax of log-probabilities changes nothing: the metric takes them
-            results[name] = refusal_logodds(logprobs.flatten(0, 1)).reshape(logprobs.shape[:2]).mean(1)
-        else:
-            reference = logprobs[0]
-            results[name] = (reference.exp() * (reference - logprobs)).sum(-1).mean(1)
-    refusal, kl = results["harmful"], results["harmless"]
+    refusal, kl = measure_variants(
+        model, tokenizer, neurons, factors, harmful, harmless, rows_per_pass=rows_per_pass, progress=progress
+    )
     return EffectSummary(
         refusal_unsteered=float(refusal[0]),
         refusal_steered=float(refusal[1]),
         kl_steered=float(kl[1]),
         refusal_restored=refusal[2:].tolist(),
         kl_restored=kl[2:].tolist(),
+    )
+
+
+@dataclass(frozen=True)
+class SingleEffects:
+    """Each candidate steered alone (the rest of the model unsteered): refusal log-odds and KL."""
+
+    refusal_unsteered: float
+    refusal_alone: list[float]
+    kl_alone: list[float]
+
+    def drop(self, i: int) -> float:
+        """How much refusal log-odds candidate ``i`` alone removes."""
+        return self.refusal_unsteered - self.refusal_alone[i]
+
+
+def single_neuron_effects(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    neurons: NeuronSet,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    factor: Factor = 0.0,
+    rows_per_pass: int = 64,
+    progress: bool = False,
+) -> SingleEffects:
+    """The measured effect of steering each candidate alone, all candidates batched together."""
+    alone = per_neuron_factors(neurons, factor)
+    factors = torch.ones(2 + len(neurons), len(neurons))
+    factors[2:].diagonal().copy_(alone)
+    refusal, kl = measure_variants(
+        model, tokenizer, neurons, factors, harmful, harmless, rows_per_pass=rows_per_pass, progress=progress
+    )
+    return SingleEffects(float(refusal[0]), refusal[2:].tolist(), kl[2:].tolist())
+
+
+def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: float = 0.0) -> NeuronSet:
+    """The ``keep`` candidates with the largest measured effect, ``drop - kl_weight * kl``, first.
+
+    The correlational or first-order score chose the candidates; this orders them by what
+    steering each one actually did on held-out prompts (Kazemi et al.'s re-ranking step).
+    """
+    whole("keep", keep)
+    if len(effects.refusal_alone) != len(neurons):
+        raise ValueError("effects were measured on another candidate set")
+    value = torch.tensor([effects.drop(i) - kl_weight * effects.kl_alone[i] for i in range(len(neurons))])
+    order = torch.sort(value, descending=True, stable=True).indices[: min(keep, len(neurons))]
+    method = {**neurons.method, "reranked": {"candidates": len(neurons), "kl_weight": kl_weight}, "kept": len(order)}
+    return NeuronSet(
+        layers=neurons.layers[order],
+        indices=neurons.indices[order],
+        scores=value[order].float(),
+        mean_positive=neurons.mean_positive[order],
+        mean_negative=neurons.mean_negative[order],
+        model=neurons.model,
+        method=method,
+        prompts=neurons.prompts,
+        version=neurons.version,
     )
