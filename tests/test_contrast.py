@@ -80,3 +80,10 @@ def test_scores_are_parameterised_objects(model, contrast):
         Selective(cost_floor_quantile=2.0)
     with pytest.raises(SettingsError, match="runs the model"):
         neuron_scores("attribution", contrast, lay)
+
+
+def test_layer_window(model, contrast):
+    found = neurons_from_contrast(model, contrast, "mean_diff", top_k=20, skip_layers=1, max_layer=1)
+    assert set(found.layers.tolist()) == {1} and found.method["max_layer"] == 1
+    with pytest.raises(SettingsError, match="max_layer"):
+        neurons_from_contrast(model, contrast, "mean_diff", top_k=3, skip_layers=2, max_layer=1)

@@ -36,8 +36,10 @@ def count_to_keep(total: int, fraction: float | None, top_k: int | None) -> int:
     return max(1, round(fraction * total))
 
 
-def check_filters(n_layers: int, skip_layers: int, drop_universal: float | None) -> None:
+def check_filters(n_layers: int, skip_layers: int, drop_universal: float | None, max_layer: int | None = None) -> None:
     whole("skip_layers", skip_layers, minimum=0)
+    if max_layer is not None and not skip_layers <= whole("max_layer", max_layer, minimum=0) < n_layers:
+        raise SettingsError(f"max_layer must be in [{skip_layers}, {n_layers - 1}] for this model, got {max_layer}")
     if drop_universal is not None:
         finite("drop_universal", drop_universal)
     if not 0 <= skip_layers < n_layers:
@@ -46,16 +48,20 @@ def check_filters(n_layers: int, skip_layers: int, drop_universal: float | None)
         raise SettingsError(f"drop_universal must be in (0, 1), got {drop_universal}")
 
 
-def candidate_mask(universal: torch.Tensor, skip_layers: int, drop_universal: float | None = None) -> torch.Tensor:
+def candidate_mask(
+    universal: torch.Tensor, skip_layers: int, drop_universal: float | None = None, max_layer: int | None = None
+) -> torch.Tensor:
     """Boolean ``[layers, neurons]`` mask of the neurons allowed into the selection.
 
     ``drop_universal=q`` removes the neurons whose root-mean-square activation over all
     prompts (``universal``) lies above the ``q`` quantile: neurons that fire strongly on any
     prompt tend to damage the model when scaled, whatever they encode.
     """
-    check_filters(universal.shape[0], skip_layers, drop_universal)
+    check_filters(universal.shape[0], skip_layers, drop_universal, max_layer)
     mask = torch.ones_like(universal, dtype=torch.bool)
     mask[:skip_layers] = False
+    if max_layer is not None:
+        mask[max_layer + 1 :] = False
     if drop_universal is not None:
         threshold = torch.quantile(universal.flatten().float(), drop_universal)
         mask &= universal <= threshold
@@ -147,17 +153,19 @@ def neurons_from_contrast(
     fraction: float | None = None,
     top_k: int | None = None,
     skip_layers: int | None = None,
+    max_layer: int | None = None,
     drop_universal: float | None = None,
     matrix: torch.Tensor | None = None,
 ) -> NeuronSet:
     """A neuron set from collected statistics, with no forward pass (``matrix``: precomputed
-    scores, for a score that runs the model)."""
+    scores, for a score that runs the model). Only layers ``skip_layers .. max_layer`` (inclusive)
+    are candidates."""
     chosen = make_score(score or DISCOVERY.score)
     skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
     lay = layout(model)
     contrast.check_compatible(model, lay)
     k = count_to_keep(lay.n_neurons, fraction, top_k)
-    check_filters(lay.n_layers, skip_layers, drop_universal)
+    check_filters(lay.n_layers, skip_layers, drop_universal, max_layer)
     if matrix is None:
         matrix = neuron_scores(chosen, contrast, lay)
     positions = getattr(chosen, "positions", 1)
@@ -168,6 +176,7 @@ def neurons_from_contrast(
         "fraction": (DISCOVERY.fraction if fraction is None else fraction) if top_k is None else None,
         "top_k": top_k,
         "skip_layers": skip_layers,
+        "max_layer": max_layer,
         "drop_universal": drop_universal,
         "chat_template": contrast.chat_template,
         "position": "last_token" if positions == 1 else f"last_{positions}_tokens",
@@ -179,6 +188,7 @@ def neurons_from_contrast(
         matrix,
         k,
         skip_layers=skip_layers,
+        max_layer=max_layer,
         drop_universal=drop_universal,
         method=method,
         prompts=dict(contrast.prompts),
@@ -193,6 +203,7 @@ def select_neurons(
     k: int,
     *,
     skip_layers: int = 0,
+    max_layer: int | None = None,
     drop_universal: float | None = None,
     method: dict | None = None,
     prompts: dict | None = None,
@@ -205,7 +216,7 @@ def select_neurons(
     if not bool(torch.isfinite(scores).all()):
         raise SettingsError("some neuron scores are NaN or infinite; the model produced non-finite activations")
     universal = ((positive.total_sq + negative.total_sq) / (positive.count + negative.count)).sqrt()
-    allowed = candidate_mask(universal, skip_layers, drop_universal)
+    allowed = candidate_mask(universal, skip_layers, drop_universal, max_layer)
     layers, indices = rank(scores, allowed, k)
     if not bool(scores[layers, indices].abs().max() > 0):
         raise SettingsError(
