@@ -174,6 +174,9 @@ class ABBehaviour(Behaviour):
         questions = load_ab_file(eval_file) if eval_file is not None else self.split()[1]
         return ABEvaluation(questions[: plan.n_questions])
 
+    def screen(self, plan: Any) -> ABEvaluation:
+        return ABEvaluation(self.split()[1][: plan.n_questions])
+
 
 CAA_BEHAVIOURS: dict[str, tuple[str, str]] = {
     "coordinate-other-ais": ("coordinate-other-ais", "Coordinating with other AI systems against human interests"),

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer.encoding import Prompt
+from neurosteer.errors import SettingsError
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Evaluation(ABC):
 class Behaviour(ABC):
     name: str
     description: str
+    attributable: bool = False
+    """Whether the attribution score's first-token refusal metric measures this behaviour."""
 
     @abstractmethod
     def training_pair(self, limit: int | None = None) -> tuple[list[Prompt], list[Prompt]]:
@@ -58,6 +61,11 @@ class Behaviour(ABC):
 
         ``eval_file`` replaces the bundled held-out data where the behaviour's kind allows it.
         """
+
+    def screen(self, plan: Any) -> Evaluation:
+        """A cheap first-token measure of the behaviour on *validation* data (never the held-out
+        evaluation data), for searches; lower means less of the behaviour."""
+        raise SettingsError(f"behaviour '{self.name}' has no validation data to search on")
 
     def fingerprint_data(self, limit: int | None = None) -> dict[str, Any]:
         """What decides results besides settings: hashes of the training data."""

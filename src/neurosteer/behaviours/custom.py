@@ -45,6 +45,9 @@ class BehaviourFile(BaseModel):
     negative: str | None = Field(None, description="Prompts that do not (file or bundled set).")
     eval_positive: list[str] | None = Field(None, description="Held-out prompts that show the behaviour.")
     eval_negative: str = Field("harmless_val", description="Held-out prompts that do not.")
+    validation_positive: str | None = Field(
+        None, description="Prompts that show the behaviour for 'neurosteer tune' (never the eval prompts)."
+    )
     metric: Literal["p_matching", "refusal"] | None = Field(None, description="How the behaviour is measured.")
 
     @model_validator(mode="after")
@@ -89,4 +92,5 @@ def load_behaviour_file(path: Path) -> Behaviour:
         negative=_resolve(base, spec.negative),
         eval_positive=[_resolve(base, s) for s in spec.eval_positive],
         eval_negative=_resolve(base, spec.eval_negative),
+        validation_positive=_resolve(base, spec.validation_positive) if spec.validation_positive else None,
     )

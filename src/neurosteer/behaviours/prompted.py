@@ -12,8 +12,9 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.behaviours.base import Behaviour, Evaluation, Measured
 from neurosteer.errors import SettingsError
 from neurosteer.generation import generate
+from neurosteer.metrics.kl import first_token_logprobs
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.metrics.refusal import refusal_logodds_metric, refusal_rate
 from neurosteer.prompts import load_prompts
 
 
@@ -73,6 +74,22 @@ class GenerationEvaluation(Evaluation):
 
 
 @dataclass
+class LogOddsScreen(Evaluation):
+    """The first-token refusal log-odds (refusal-opening vs other first tokens), averaged."""
+
+    prompts: list[str]
+    target: str = "refusal_logodds"
+
+    def measure(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, label: str, progress: bool
+    ) -> Measured:
+        logprobs = first_token_logprobs(model, tokenizer, self.prompts, batch_size=batch_size, progress=progress)
+        values = refusal_logodds_metric(tokenizer)(logprobs)
+        records = [{"prompt": p, "logodds": float(v)} for p, v in zip(self.prompts, values, strict=True)]
+        return Measured({self.target: float(values.mean())}, {"screen": records})
+
+
+@dataclass
 class PromptPairBehaviour(Behaviour):
     """Training from two prompt sources (bundled names or files); evaluation on held-out positive
     prompt sources and harmless prompts. ``eval_positive=None`` takes the plan's harmful sets
@@ -85,6 +102,9 @@ class PromptPairBehaviour(Behaviour):
     eval_positive: list[str | Path] | None = None
     eval_negative: str | Path = "harmless_val"
     target: str = "refusal_positive"
+    validation_positive: str | Path | None = None
+    """Prompts that show the behaviour, held out from training but not from choosing settings."""
+    attributable: bool = True
 
     def training_pair(self, limit: int | None = None) -> tuple[list, list]:
         return load_prompts(self.positive, limit=limit), load_prompts(self.negative, limit=limit)
@@ -108,6 +128,11 @@ class PromptPairBehaviour(Behaviour):
             judge=judge,
         )
 
+    def screen(self, plan: Any) -> LogOddsScreen:
+        if self.validation_positive is None:
+            return super().screen(plan)
+        return LogOddsScreen(load_prompts(self.validation_positive, limit=plan.n_harmful))
+
 
 REFUSAL = PromptPairBehaviour(
     name="refusal",
@@ -115,4 +140,5 @@ REFUSAL = PromptPairBehaviour(
     positive="harmful_train",
     negative="harmless_train",
     target="refusal_harmful",
+    validation_positive="harmful_val",
 )

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from neurosteer.cli import bake, demo, discover, evaluate, export, generate, info, inspect  # noqa: F401  (registers the commands)
+from neurosteer.cli import (  # noqa: F401  (registers the commands)
+    bake,
+    demo,
+    discover,
+    evaluate,
+    export,
+    generate,
+    info,
+    inspect,
+    tune,
+)
 from neurosteer.cli.common import app
 
 

@@ -1,0 +1,325 @@
+"""``neurosteer tune``: a multi-objective search over each method's settings, on validation data only.
+
+For every search space (neuron steering, directional ablation) an Optuna study with the same
+trial budget minimises two first-token objectives: the behaviour on the behaviour's validation
+data (refusal log-odds of the first answer token on ``harmful_val``; ``p_matching`` on an A/B
+behaviour's validation questions) and the KL divergence from the unsteered model on harmless
+prompts. Both spaces share one pass of contrast statistics (saved in the output directory), so a
+trial costs only its screen: no generation, no new discovery pass. Studies live in an Optuna
+journal file, so an interrupted search resumes. The Pareto front of each study is the result;
+``confirm`` re-measures its best in-bound points with generated answers.
+
+Adding a search space: a :class:`SearchSpace` subclass and its entry in :data:`SPACES`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from neurosteer import __version__
+from neurosteer.architectures import layout
+from neurosteer.atomic import atomic_path
+from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
+from neurosteer.console import track
+from neurosteer.contrast import ContrastStats, collect_contrast
+from neurosteer.discovery import neurons_from_contrast
+from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.evaluation import EvalPlan
+from neurosteer.fingerprint import short_hash
+from neurosteer.interventions import DirectionAblation, Intervention, NeuronPatching, NeuronScaling
+from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
+from neurosteer.prompts import load_prompts
+from neurosteer.scores import Attribution
+
+Goal = Literal["remove", "amplify"]
+
+
+class TuneConfig(BaseModel):
+    model: str = Field(description="Model the search ran on.")
+    behaviour: str = Field("refusal", description="Bundled behaviour or a behaviour TOML file.")
+    spaces: list[str] = Field(["neurons", "ablation"], description="Search spaces, each with the same budget.")
+    trials: int = Field(40, ge=1, description="Trials per search space.")
+    goal: Goal = Field("remove", description="Remove the behaviour (default) or amplify it.")
+    seed: int = Field(0, description="Seed of the TPE sampler.")
+    n_train: int = Field(128, ge=2, description="Training prompts (or A/B pairs) per side.")
+    n_screen: int = Field(100, ge=1, description="Validation prompts or questions per trial.")
+    n_harmless: int = Field(64, ge=1, description="Harmless prompts for the KL objective.")
+    max_kl: float = Field(0.2, gt=0, description="KL bound for choosing and confirming points.")
+    batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
+
+    def fingerprint(self) -> str:
+        """What decides a trial's outcome; the trial count is left out so a search can be extended."""
+        return short_hash(json.dumps(self.model_dump(exclude={"trials"}), sort_keys=True).encode())
+
+
+@dataclass
+class TuneContext:
+    """What every trial reads: the model, the statistics, the screens and cached score matrices."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    behaviour: Behaviour
+    contrast: ContrastStats
+    screen: Evaluation
+    harmless: list[str]
+    reference: torch.Tensor
+    config: TuneConfig
+    out: Path
+    matrices: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.config.goal == "remove" else -1.0
+
+    def attribution_matrix(self, positions: int) -> torch.Tensor:
+        """The attribution score matrix, computed once per ``positions`` and cached on disk."""
+        key = f"attribution_p{positions}"
+        if key not in self.matrices:
+            from safetensors.torch import load_file, save_file
+
+            path = self.out / f"{key}.safetensors"
+            if path.is_file():
+                self.matrices[key] = load_file(str(path))["scores"]
+            else:
+                positive, negative = self.behaviour.training_pair(self.config.n_train)
+                self.matrices[key] = Attribution(positions=positions).from_model(
+                    self.model, self.tokenizer, positive, negative, batch_size=max(1, self.config.batch_size // 4)
+                )
+                with atomic_path(path) as tmp:
+                    save_file({"scores": self.matrices[key].contiguous()}, str(tmp))
+        return self.matrices[key]
+
+    def measure(self, steering: AbstractContextManager) -> tuple[float, float]:
+        """(behaviour on the validation screen, first-token KL on harmless prompts) under ``steering``."""
+        with steering:
+            value = self.screen.measure(
+                self.model, self.tokenizer, batch_size=self.config.batch_size, label="", progress=False
+            ).metrics[self.screen.target]
+            steered = first_token_logprobs(self.model, self.tokenizer, self.harmless, batch_size=self.config.batch_size)
+        return value, kl_divergence(self.reference, steered)
+
+
+class SearchSpace(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
+        """The intervention and strength of an Optuna trial (``trial.suggest_*`` or fixed params)."""
+
+
+class NeuronSpace(SearchSpace):
+    """Score, number of neurons, layer window, intervention (scaling or patching) and strength."""
+
+    name: ClassVar[str] = "neurons"
+    INTERVENTIONS: ClassVar[dict[str, type]] = {"cna": NeuronScaling, "patch": NeuronPatching}
+
+    def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
+        n_layers = ctx.contrast.model.n_layers
+        scores = ["selective", "mean_diff", "standardized"] + (["attribution"] if ctx.behaviour.attributable else [])
+        score = trial.suggest_categorical("score", scores)
+        fraction = trial.suggest_float("fraction", 1e-4, 1e-2, log=True)
+        max_layer = trial.suggest_int("max_layer", n_layers // 2, n_layers - 1)
+        method = trial.suggest_categorical("method", list(self.INTERVENTIONS))
+        strength = trial.suggest_float("strength", 0.25, 2.0)
+        matrix = None
+        if score == "attribution":
+            matrix = ctx.attribution_matrix(trial.suggest_categorical("positions", [1, 5]))
+        neurons = neurons_from_contrast(
+            ctx.model, ctx.contrast, score, fraction=fraction, max_layer=max_layer, matrix=matrix
+        )
+        return self.INTERVENTIONS[method](neurons), ctx.sign * strength
+
+
+class AblationSpace(SearchSpace):
+    """Direction layer and strength of directional ablation."""
+
+    name: ClassVar[str] = "ablation"
+
+    def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
+        directions = ctx.contrast.directions()
+        layer = trial.suggest_int("direction_layer", 0, ctx.contrast.model.n_layers - 1)
+        strength = trial.suggest_float("strength", 0.25, 1.5)
+        return DirectionAblation(directions.diff[layer], layer), ctx.sign * strength
+
+
+SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, AblationSpace)}
+
+
+def check_spaces(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in SPACES]
+    if unknown or not names:
+        raise SettingsError(
+            f"unknown search space(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SPACES)}"
+        )
+    return names
+
+
+def _storage(out: Path):
+    import optuna
+
+    backend = optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
+    return optuna.storages.JournalStorage(backend)
+
+
+def _study(out: Path, space: str, config: TuneConfig, *, create: bool = True):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    first = "minimize" if config.goal == "remove" else "maximize"
+    if not create:
+        return optuna.load_study(study_name=space, storage=_storage(out))
+    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(2, min(10, config.trials // 4)))
+    return optuna.create_study(
+        study_name=space,
+        storage=_storage(out),
+        directions=[first, "minimize"],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
+
+def prepare(out: Path, config: TuneConfig, *, force: bool) -> None:
+    """Create ``out`` or check that it holds a search with the same settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "tune.json"
+    if record.exists() and not force:
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        if previous.get("fingerprint") != config.fingerprint():
+            raise NeurosteerError(
+                f"{out} holds a search with other settings; resume it with the same options, choose another "
+                "--out, or pass --force to start over"
+            )
+    if force:
+        for name in ("study.journal", "contrast.safetensors", "trials.csv", "pareto.csv"):
+            (out / name).unlink(missing_ok=True)
+        for path in out.glob("attribution_p*.safetensors"):
+            path.unlink()
+    with atomic_path(record) as tmp:
+        payload = {"fingerprint": config.fingerprint(), "version": __version__, "config": config.model_dump()}
+        tmp.write_text(json.dumps(payload, indent=2))
+
+
+def context(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: TuneConfig, out: Path, *, progress: bool = False
+) -> TuneContext:
+    """Statistics (read from ``out`` when a previous run saved them), screens and the KL reference."""
+    behaviour = load_behaviour(config.behaviour)
+    plan = EvalPlan(n_harmful=config.n_screen, n_questions=config.n_screen, batch_size=config.batch_size)
+    screen = behaviour.screen(plan)
+    path = out / "contrast.safetensors"
+    if path.is_file():
+        contrast = ContrastStats.load(path)
+        contrast.check_compatible(model)
+    else:
+        positive, negative = behaviour.training_pair(config.n_train)
+        contrast = collect_contrast(
+            model, tokenizer, positive, negative, batch_size=config.batch_size, progress=progress
+        )
+        contrast.save(path)
+    harmless = load_prompts("harmless_val", limit=config.n_harmless)
+    reference = first_token_logprobs(model, tokenizer, harmless, batch_size=config.batch_size)
+    return TuneContext(model, tokenizer, behaviour, contrast, screen, harmless, reference, config, out)
+
+
+def run_tune(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TuneConfig,
+    out: Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run (or resume) every space's study to ``config.trials`` finished trials; returns each
+    space's trials as rows and writes the tables, plot and report."""
+    import optuna
+
+    from neurosteer.tune_report import write_tune_report
+
+    check_spaces(config.spaces)
+    layout(model)
+    prepare(out, config, force=force)
+    ctx = context(model, tokenizer, config, out, progress=progress)
+    unsteered, _ = ctx.measure(nullcontext())
+    for name in config.spaces:
+        study = _study(out, name, config)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        space = SPACES[name]()
+        for _ in track(range(config.trials - len(done)), f"search: {name}", enabled=progress):
+            trial = study.ask()
+            start = time.perf_counter()
+            intervention, strength = space.suggest(trial, ctx)
+            value, kl = ctx.measure(intervention.apply(model, strength))
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            trial.set_user_attr("neurons", len(getattr(intervention, "neurons", ())) or None)
+            study.tell(trial, [value, kl])
+    rows = trial_rows(out, config)
+    write_tune_report(out, config, rows, unsteered=unsteered)
+    return rows
+
+
+def trial_rows(out: Path, config: TuneConfig) -> dict[str, list[dict[str, Any]]]:
+    """Every finished trial per space: its number, parameters, objectives and whether it is on
+    the space's Pareto front."""
+    import optuna
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name in config.spaces:
+        study = _study(out, name, config, create=False)
+        front = {t.number for t in study.best_trials}
+        rows[name] = [
+            {
+                "space": name,
+                "trial": t.number,
+                **t.params,
+                "behaviour": t.values[0],
+                "kl": t.values[1],
+                "pareto": t.number in front,
+                "neurons": t.user_attrs.get("neurons"),
+                "seconds": t.user_attrs.get("seconds"),
+            }
+            for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+        ]
+    return rows
+
+
+class FixedTrial:
+    """A finished trial's parameters replayed through :meth:`SearchSpace.suggest`."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def _get(self, name: str, *_args: Any, **_kwargs: Any) -> Any:
+        return self.params[name]
+
+    suggest_categorical = suggest_float = suggest_int = _get
+
+
+def rebuild(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path, space: str, number: int
+) -> tuple[Intervention, float]:
+    """The intervention and strength of trial ``number`` of ``space`` in a finished search."""
+    record = out / "tune.json"
+    if not record.is_file():
+        raise NeurosteerError(f"{out}: no search here; run 'neurosteer tune --out {out}' first")
+    config = TuneConfig(**json.loads(record.read_text(encoding="utf-8"))["config"])
+    check_spaces([space])
+    if space not in config.spaces:
+        raise SettingsError(f"{out}: the search ran {', '.join(config.spaces)}, not '{space}'")
+    found = [t for t in _study(out, space, config, create=False).trials if t.number == number and t.values]
+    if not found:
+        raise SettingsError(f"{out}: no finished trial {number} in the {space} search")
+    ctx = context(model, tokenizer, config, out)
+    return SPACES[space]().suggest(FixedTrial(found[0].params), ctx)

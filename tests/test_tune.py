@@ -1,0 +1,111 @@
+"""The search: resumable studies on a tiny model, trials that replay to the same objectives, the
+report files, and exporting a trial (neuron set, baked checkpoint)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.tuning import TuneConfig, context, rebuild, run_tune
+
+from clitools import assert_one_line_error, invoke
+from tiny import tiny_model
+
+CONFIG = dict(model="tiny", trials=5, n_train=6, n_screen=5, n_harmless=5, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("gpt2")
+
+
+@pytest.fixture(scope="module")
+def searched(model, tokenizer, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune")
+    rows = run_tune(model, tokenizer, TuneConfig(**CONFIG), out, progress=False)
+    return out, rows
+
+
+def test_search_writes_tables_and_a_front(searched):
+    out, rows = searched
+    assert set(rows) == {"neurons", "ablation"} and all(len(r) == 5 for r in rows.values())
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "tune.html", "contrast.safetensors", "study.journal"):
+        assert (out / name).is_file(), name
+    with (out / "pareto.csv").open() as handle:
+        front = list(csv.DictReader(handle))
+    for space, trials in rows.items():
+        on_front = [r for r in trials if r["pareto"]]
+        assert on_front
+        # No finished trial is better on both objectives than a Pareto point.
+        for point in on_front:
+            assert not any(r["behaviour"] < point["behaviour"] and r["kl"] < point["kl"] for r in trials)
+        assert {int(r["trial"]) for r in front if r["space"] == space} == {r["trial"] for r in on_front}
+
+
+def test_trials_replay_to_their_objectives(searched, model, tokenizer):
+    out, rows = searched
+    ctx = context(model, tokenizer, TuneConfig(**CONFIG), out)
+    for space in ("neurons", "ablation"):
+        row = rows[space][-1]
+        intervention, strength = rebuild(model, tokenizer, out, space, row["trial"])
+        value, kl = ctx.measure(intervention.apply(model, strength))
+        assert (value, kl) == pytest.approx((row["behaviour"], row["kl"]), abs=1e-5)
+    assert ctx.measure(nullcontext())[1] == 0.0
+
+
+def test_search_resumes_and_guards_its_settings(searched, model, tokenizer, monkeypatch):
+    out, _ = searched
+    calls = []
+    from neurosteer import tuning
+
+    original = tuning.TuneContext.measure
+    monkeypatch.setattr(tuning.TuneContext, "measure", lambda self, s: calls.append(1) or original(self, s))
+    rows = run_tune(model, tokenizer, TuneConfig(**{**CONFIG, "trials": 6}), out, progress=False)
+    assert all(len(r) == 6 for r in rows.values())
+    assert len(calls) == 1 + 2  # the unsteered screen, then one new trial per space
+    with pytest.raises(NeurosteerError, match="other settings"):
+        run_tune(model, tokenizer, TuneConfig(**{**CONFIG, "seed": 3}), out, progress=False)
+    with pytest.raises(SettingsError, match="no finished trial 99"):
+        rebuild(model, tokenizer, out, "neurons", 99)
+
+
+def test_export_a_trial(searched, cli_workspace, tmp_path):
+    """The CLI rebuilds a trial on a saved copy of the same model: neuron set, and a baked checkpoint
+    whose logits equal the hooks' (GPT-2's output projections have biases, so patching bakes too)."""
+    from neurosteer.models import load_model
+    from neurosteer.neuronset import NeuronSet
+
+    out, rows = searched
+    trial = rows["neurons"][0]["trial"]
+    saved = tmp_path / "gpt2"
+    tiny_model("gpt2").save_pretrained(saved)
+    from tiny import tiny_tokenizer
+
+    tiny_tokenizer().save_pretrained(saved)
+    result = invoke("tune-export", "--out", out, f"neurons:{trial}", "--neurons-to", tmp_path / "n", "-m", saved)
+    assert result.exit_code == 0, result.output
+    assert len(NeuronSet.load(tmp_path / "n.safetensors")) == rows["neurons"][0]["neurons"]
+    result = invoke("tune-export", "--out", out, f"ablation:{trial}", "--bake-to", tmp_path / "baked", "-m", saved)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "baked" / "neurosteer.json").read_text())
+    assert record["trial"] == f"ablation:{trial}" and record["method"] == "ablation"
+    lm, tok = load_model(saved)
+    baked, _ = load_model(tmp_path / "baked")
+    intervention, strength = rebuild(lm, tok, out, "ablation", trial)
+    ids = tok(["How do I pick a lock?"], return_tensors="pt")
+    with torch.no_grad(), intervention.apply(lm, strength):
+        expected = lm(**ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(baked(**ids).logits, expected, atol=1e-4, rtol=1e-4)
+    assert_one_line_error(
+        invoke("tune-export", "--out", out, "neurons:x", "--neurons-to", tmp_path / "m"), "SPACE:NUMBER"
+    )
+    assert_one_line_error(
+        invoke("tune", "--out", tmp_path / "t", "-m", saved, "--spaces", "neurons,heretic"), "unknown search space"
+    )
+    assert_one_line_error(invoke("tune", "--out", tmp_path / "t", "-m", saved, "-b", "sycophancy", "--trials", "0"))
