@@ -30,7 +30,7 @@ def exact_bake(name: str, family: str) -> bool:
         return False
     if name == "patch":
         return family in BIASED_OUTPUT_FAMILIES
-    return not (name == "ablation" and family in POST_NORM_FAMILIES)
+    return not (name in ("ablation", "kernel") and family in POST_NORM_FAMILIES)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -104,7 +104,7 @@ def test_one_pass_builds_every_method(tokenizer):
 def test_registry_errors_are_one_line():
     with pytest.raises(SettingsError, match="unknown method"):
         check_methods(["cna", "steer-harder"])
-    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch"]
+    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch", "kernel"]
     for cls in INTERVENTIONS.values():
         assert cls.strength_meaning and cls.default_strengths
 
@@ -140,3 +140,44 @@ def test_patching_moves_neurons_toward_their_negative_mean(strength, tokenizer):
     others = torch.ones(plain.shape[-1], dtype=torch.bool)
     others[index] = False
     torch.testing.assert_close(patched[..., others], plain[..., others], atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_weights_and_blended_direction():
+    from neurosteer.interventions.kernel import Kernel, blended_direction
+
+    weights = Kernel(max_weight=1.0, max_position=2, min_weight=0.5, min_distance=2).weights(6)
+    assert weights.tolist() == pytest.approx([0.5, 0.75, 1.0, 0.75, 0.5, 0.0])
+    assert Kernel().weights(3).tolist() == [1.0, 1.0, 1.0]
+    diff = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert blended_direction(diff, 0.25).tolist() == pytest.approx([0.75, 0.25])
+    with pytest.raises(SettingsError):
+        blended_direction(diff, 1.5)
+    with pytest.raises(SettingsError):
+        Kernel(min_distance=0)
+
+
+def test_kernel_ablation_removes_the_component_only_where_weighted(tokenizer):
+    """With weight 1 on layer 1 alone, layer 1's attention and MLP outputs have no component along
+    the direction, and the other layers' outputs keep theirs."""
+    from neurosteer.architectures import layout
+    from neurosteer.interventions.kernel import Kernel, KernelAblation
+
+    model = tiny_model("llama")
+    contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
+    only_1 = Kernel(max_weight=1.0, max_position=1, min_weight=1.0, min_distance=0.5)
+    kernel = KernelAblation.from_params(contrast, 1.0, only_1, only_1)
+    unit = kernel.direction / kernel.direction.norm()
+    lay = layout(model)
+    seen: dict[int, torch.Tensor] = {}
+    with kernel.apply(model, 1.0):  # recorders registered after the kernel's hooks see their output
+        hooks = [
+            w.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, o[0] if isinstance(o, tuple) else o))
+            for i, w in enumerate(lay.mlp_writers())
+        ]
+        try:
+            logits(model, tokenizer)
+        finally:
+            for h in hooks:
+                h.remove()
+    assert float((seen[1] @ unit).abs().max()) < 1e-4
+    assert float((seen[2] @ unit).abs().max()) > 1e-3

@@ -93,7 +93,7 @@ def test_export_a_trial(searched, cli_workspace, tmp_path):
     result = invoke("tune-export", "--out", out, f"ablation:{trial}", "--bake-to", tmp_path / "baked", "-m", saved)
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "baked" / "neurosteer.json").read_text())
-    assert record["trial"] == f"ablation:{trial}" and record["method"] == "ablation"
+    assert record["trial"] == f"ablation:{trial}" and record["method"] == "kernel"
     lm, tok = load_model(saved)
     baked, _ = load_model(tmp_path / "baked")
     intervention, strength = rebuild(lm, tok, out, "ablation", trial)

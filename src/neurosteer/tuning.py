@@ -1,6 +1,7 @@
 """``neurosteer tune``: a multi-objective search over each method's settings, on validation data only.
 
-For every search space (neuron steering, directional ablation) an Optuna study with the same
+For every search space (neuron steering; directional ablation with heretic's per-layer kernels)
+an Optuna study with the same
 trial budget minimises two first-token objectives: the behaviour on the behaviour's validation
 data (refusal log-odds of the first answer token on ``harmful_val``; ``p_matching`` on an A/B
 behaviour's validation questions) and the KL divergence from the unsteered model on harmless
@@ -37,7 +38,7 @@ from neurosteer.discovery import neurons_from_contrast
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan
 from neurosteer.fingerprint import short_hash
-from neurosteer.interventions import DirectionAblation, Intervention, NeuronPatching, NeuronScaling
+from neurosteer.interventions import Intervention, Kernel, KernelAblation, NeuronPatching, NeuronScaling
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.prompts import load_prompts
 from neurosteer.scores import Attribution
@@ -142,15 +143,26 @@ class NeuronSpace(SearchSpace):
 
 
 class AblationSpace(SearchSpace):
-    """Direction layer and strength of directional ablation."""
+    """Directional ablation as heretic parameterises it: a fractional direction index, and for the
+    attention and the MLP writes a kernel of per-layer weights (``max_weight`` at
+    ``max_position``, linear to ``min_weight`` at ``min_distance`` layers away, 0 beyond), with
+    ranges close to heretic's."""
 
     name: ClassVar[str] = "ablation"
 
     def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
-        directions = ctx.contrast.directions()
-        layer = trial.suggest_int("direction_layer", 0, ctx.contrast.model.n_layers - 1)
-        strength = trial.suggest_float("strength", 0.25, 1.5)
-        return DirectionAblation(directions.diff[layer], layer), ctx.sign * strength
+        last = ctx.contrast.model.n_layers - 1
+        index = trial.suggest_float("direction_index", 0.4 * last, 0.9 * last)
+        kernels = {}
+        for part in ("attn", "mlp"):
+            max_weight = trial.suggest_float(f"{part}_max_weight", 0.8, 1.5)
+            kernels[part] = Kernel(
+                max_weight=max_weight,
+                max_position=trial.suggest_float(f"{part}_max_position", 0.6 * last, last),
+                min_weight=trial.suggest_float(f"{part}_min_weight_share", 0.0, 1.0) * max_weight,
+                min_distance=trial.suggest_float(f"{part}_min_distance", 1.0, max(1.0, 0.6 * last)),
+            )
+        return KernelAblation.from_params(ctx.contrast, index, kernels["attn"], kernels["mlp"]), ctx.sign
 
 
 SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, AblationSpace)}

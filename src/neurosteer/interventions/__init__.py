@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 from neurosteer.errors import SettingsError
 from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.kernel import Kernel, KernelAblation
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.patching import NeuronPatching
 from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
-    cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching)
+    cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching, KernelAblation)
 }
 
 DEFAULT_METHODS: tuple[str, ...] = tuple(name for name, cls in INTERVENTIONS.items() if cls.compared_by_default)
@@ -44,6 +45,8 @@ __all__ = [
     "BuildOptions",
     "DirectionAblation",
     "Intervention",
+    "Kernel",
+    "KernelAblation",
     "NeuronPatching",
     "NeuronScaling",
     "check_methods",

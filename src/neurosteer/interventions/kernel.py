@@ -1,0 +1,129 @@
+"""Directional ablation with a per-layer weight kernel, parameterised the way heretic searches it.
+
+The direction's component is removed from what each layer's attention and MLP write into the
+residual stream, with a weight per layer and per component instead of 1 everywhere: the weight is
+``max_weight`` at layer ``max_position`` and falls linearly to ``min_weight`` at ``min_distance``
+layers away; layers further away are left alone. The direction may sit between two layers
+(``direction_index`` 12.4 blends the mean differences of layers 12 and 13). The embedding is not
+edited. Strength multiplies every weight (0 = unsteered, negative adds the component instead).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from neurosteer.architectures import Layout, layout
+from neurosteer.bake import _check_in_memory, _edit, writer_linears
+from neurosteer.baselines import _projection_hook, unit_direction
+from neurosteer.contrast import ContrastStats
+from neurosteer.errors import SettingsError
+from neurosteer.hooks import installed_hooks
+from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.residual import default_layer
+from neurosteer.validation import finite
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Per-layer weights: ``max_weight`` at ``max_position``, linear to ``min_weight`` at
+    ``min_distance`` layers away, 0 beyond."""
+
+    max_weight: float = 1.0
+    max_position: float = 0.0
+    min_weight: float = 1.0
+    min_distance: float = 1e9
+
+    def __post_init__(self) -> None:
+        for name in ("max_weight", "max_position", "min_weight", "min_distance"):
+            finite(name, getattr(self, name))
+        if self.min_distance <= 0:
+            raise SettingsError(f"min_distance must be positive, got {self.min_distance}")
+
+    def weights(self, n_layers: int) -> torch.Tensor:
+        distance = (torch.arange(n_layers, dtype=torch.float64) - self.max_position).abs()
+        slope = (self.min_weight - self.max_weight) / self.min_distance
+        return torch.where(distance <= self.min_distance, self.max_weight + distance * slope, 0.0)
+
+
+def blended_direction(diff: torch.Tensor, index: float) -> torch.Tensor:
+    """The mean difference at a fractional layer index, blended linearly between the two layers."""
+    if not 0 <= finite("direction_index", index) <= len(diff) - 1:
+        raise SettingsError(f"direction_index must be in [0, {len(diff) - 1}], got {index}")
+    low, high = math.floor(index), math.ceil(index)
+    share = index - low
+    return (1 - share) * diff[low] + share * diff[high]
+
+
+@dataclass
+class KernelAblation(Intervention):
+    name: ClassVar[str] = "kernel"
+    strength_meaning: ClassVar[str] = (
+        "directional ablation of attention and MLP writes with per-layer kernel weights, times strength"
+    )
+    default_strengths: ClassVar[tuple[float, ...]] = (0.5, 1.0, 1.5)
+    compared_by_default: ClassVar[bool] = False
+
+    direction: torch.Tensor
+    direction_index: float
+    attn: Kernel
+    mlp: Kernel
+
+    @classmethod
+    def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> KernelAblation:
+        """Without a search, a flat kernel (weight 1 at every layer) and the default direction layer."""
+        contrast.check_compatible(model)
+        index = float(
+            default_layer(contrast.model.n_layers) if options.direction_layer is None else options.direction_layer
+        )
+        return cls.from_params(contrast, index, Kernel(), Kernel())
+
+    @classmethod
+    def from_params(cls, contrast: ContrastStats, index: float, attn: Kernel, mlp: Kernel) -> KernelAblation:
+        return cls(blended_direction(contrast.directions().diff, index), index, attn, mlp)
+
+    def _layer_weights(
+        self, model: nn.Module, strength: float
+    ) -> tuple[Layout, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layout, the unit direction, and the attention and MLP weights per layer times ``strength``."""
+        lay = layout(model)
+        unit = unit_direction(self.direction, lay.hidden_size)
+        strength = finite("strength", strength)
+        return lay, unit, strength * self.attn.weights(lay.n_layers), strength * self.mlp.weights(lay.n_layers)
+
+    def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
+        lay, unit, attn, mlp = self._layer_weights(model, strength)
+        post = []
+        for writers, weights in ((lay.attn_writers(), attn), (lay.mlp_writers(), mlp)):
+            post += [(w, _projection_hook(unit, float(x))[1]) for w, x in zip(writers, weights, strict=True) if x != 0]
+        return installed_hooks(post=post)
+
+    @torch.no_grad()
+    def bake(self, model: nn.Module, strength: float) -> nn.Module:
+        lay, unit, attn, mlp = self._layer_weights(model, strength)
+        linears = writer_linears(model, lay)  # refuses the families whose writers are norms
+        n = lay.n_layers
+        for module, weight in zip(linears, [*attn.tolist(), *mlp.tolist()][: 2 * n], strict=True):
+            if weight == 0:
+                continue
+            _check_in_memory(module.weight)
+            hidden_axis = 1 if type(module).__name__ == "Conv1D" else 0
+            _edit(module.weight, unit.double(), hidden_axis=hidden_axis, strength=weight)
+            if getattr(module, "bias", None) is not None:
+                bias = module.bias
+                along = (bias.double() @ unit.double().to(bias.device)) * unit.double().to(bias.device)
+                bias -= (weight * along).to(bias.dtype)
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "direction_index": self.direction_index,
+            "attn_kernel": self.attn.__dict__,
+            "mlp_kernel": self.mlp.__dict__,
+        }
