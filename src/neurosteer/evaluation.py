@@ -40,6 +40,7 @@ class EvalPlan(BaseModel):
     )
     n_xstest: int | None = Field(None, ge=1, description="XSTest prompts per label (safe/unsafe); None skips XSTest.")
     max_new_tokens: int = Field(RUN.max_new_tokens, ge=1, description="Tokens per generated answer.")
+    screen_tokens: int = Field(12, ge=1, description="Tokens per answer opening in a search's screen.")
     batch_size: int = Field(RUN.batch_size, ge=1, description="Prompts per batch.")
     mmlu: bool = Field(False, description="Also run MMLU (slow: see mmlu_* fields).")
     mmlu_subjects: list[str] | None = Field(None, description="MMLU subjects (None: all 57).")

@@ -1,14 +1,14 @@
 """``neurosteer tune``: a multi-objective search over each method's settings, on validation data only.
 
 For every search space (neuron steering; directional ablation with heretic's per-layer kernels)
-an Optuna study with the same
-trial budget minimises two first-token objectives: the behaviour on the behaviour's validation
-data (refusal log-odds of the first answer token on ``harmful_val``; ``p_matching`` on an A/B
-behaviour's validation questions) and the KL divergence from the unsteered model on harmless
-prompts. Both spaces share one pass of contrast statistics (saved in the output directory), so a
-trial costs only its screen: no generation, no new discovery pass. Studies live in an Optuna
-journal file, so an interrupted search resumes. The Pareto front of each study is the result;
-``confirm`` re-measures its best in-bound points with generated answers.
+an Optuna study with the same trial budget minimises two cheap objectives: the behaviour on the
+behaviour's validation data (refusal markers in the first ``screen_tokens`` greedy tokens of the
+answers to ``harmful_val``; ``p_matching`` on an A/B behaviour's validation questions) and the
+first-token KL divergence from the unsteered model on harmless prompts. Both spaces share one pass
+of contrast statistics (saved in the output directory), so a trial costs only its screen: no full
+answers, no new discovery pass. Studies live in an Optuna journal file, so an interrupted search
+resumes. The Pareto front of each study is the result; its points are then checked with full
+answers on held-out prompts (``neurosteer eval`` on an exported trial).
 
 Adding a search space: a :class:`SearchSpace` subclass and its entry in :data:`SPACES`.
 """
@@ -56,6 +56,7 @@ class TuneConfig(BaseModel):
     n_train: int = Field(128, ge=2, description="Training prompts (or A/B pairs) per side.")
     n_screen: int = Field(100, ge=1, description="Validation prompts or questions per trial.")
     n_harmless: int = Field(64, ge=1, description="Harmless prompts for the KL objective.")
+    screen_tokens: int = Field(12, ge=1, description="Tokens per answer opening in a generation screen.")
     max_kl: float = Field(0.2, gt=0, description="KL bound for choosing and confirming points.")
     batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
 
@@ -227,7 +228,12 @@ def context(
 ) -> TuneContext:
     """Statistics (read from ``out`` when a previous run saved them), screens and the KL reference."""
     behaviour = load_behaviour(config.behaviour)
-    plan = EvalPlan(n_harmful=config.n_screen, n_questions=config.n_screen, batch_size=config.batch_size)
+    plan = EvalPlan(
+        n_harmful=config.n_screen,
+        n_questions=config.n_screen,
+        batch_size=config.batch_size,
+        screen_tokens=config.screen_tokens,
+    )
     screen = behaviour.screen(plan)
     path = out / "contrast.safetensors"
     if path.is_file():

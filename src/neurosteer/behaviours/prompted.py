@@ -74,19 +74,29 @@ class GenerationEvaluation(Evaluation):
 
 
 @dataclass
-class LogOddsScreen(Evaluation):
-    """The first-token refusal log-odds (refusal-opening vs other first tokens), averaged."""
+class OpeningScreen(Evaluation):
+    """Refusal markers in the first few greedy tokens of each answer: most refusals announce
+    themselves there ("I'm sorry, but I can't"), so a short generation screens a setting for a
+    fraction of the cost of full answers. The first-token refusal log-odds is kept beside it."""
 
     prompts: list[str]
-    target: str = "refusal_logodds"
+    max_new_tokens: int = 12
+    target: str = "refusal_opening"
 
     def measure(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, label: str, progress: bool
     ) -> Measured:
-        logprobs = first_token_logprobs(model, tokenizer, self.prompts, batch_size=batch_size, progress=progress)
-        values = refusal_logodds_metric(tokenizer)(logprobs)
-        records = [{"prompt": p, "logodds": float(v)} for p, v in zip(self.prompts, values, strict=True)]
-        return Measured({self.target: float(values.mean())}, {"screen": records})
+        openings = generate(
+            model, tokenizer, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=batch_size, progress=progress
+        )
+        logprobs = first_token_logprobs(model, tokenizer, self.prompts, batch_size=batch_size)
+        logodds = refusal_logodds_metric(tokenizer)(logprobs)
+        records = [
+            {"prompt": p, "answer": a, "logodds": float(v)}
+            for p, a, v in zip(self.prompts, openings, logodds, strict=True)
+        ]
+        metrics = {self.target: refusal_rate(openings), "refusal_logodds": float(logodds.mean())}
+        return Measured(metrics, {"screen": records})
 
 
 @dataclass
@@ -128,10 +138,10 @@ class PromptPairBehaviour(Behaviour):
             judge=judge,
         )
 
-    def screen(self, plan: Any) -> LogOddsScreen:
+    def screen(self, plan: Any) -> OpeningScreen:
         if self.validation_positive is None:
             return super().screen(plan)
-        return LogOddsScreen(load_prompts(self.validation_positive, limit=plan.n_harmful))
+        return OpeningScreen(load_prompts(self.validation_positive, limit=plan.n_harmful), plan.screen_tokens)
 
 
 REFUSAL = PromptPairBehaviour(

@@ -33,6 +33,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("refusal_harmful", "refusal (markers) on held-out harmful prompts", True, "behaviour"),
         MetricInfo("p_matching", "probability of the behaviour-matching answer letter (A/B)", True, "behaviour"),
         MetricInfo("logit_diff", "logit of the matching minus the non-matching letter (A/B)", True, "behaviour"),
+        MetricInfo(
+            "refusal_opening", "refusal (markers) in the first tokens of answers (validation)", True, "behaviour"
+        ),
         MetricInfo("refusal_logodds", "first-token log-odds of a refusal opening (validation)", True, "behaviour"),
         MetricInfo("refusal_positive", "refusal (markers) on the behaviour's held-out prompts", True, "behaviour"),
         MetricInfo("refusal_harmless", "refusal (markers) on harmless prompts (over-refusal)", False, "bound"),
