@@ -108,3 +108,23 @@ def test_kl_zero_unsteered_positive_steered(tokenizer):
     with neurosteer.steer(model, neurons, factor=0.0):
         steered = first_token_logprobs(model, tokenizer, NEGATIVE)
     assert kl_divergence(base, steered) > 1e-4
+
+
+def test_judge_verdicts_follow_the_yes_no_probabilities():
+    """The judge says yes where its yes-tokens outweigh its no-tokens, for each question it asks."""
+    from neurosteer.metrics.judge import COMPLIANCE_QUESTION, QUESTION, RefusalJudge
+    from neurosteer.metrics.kl import first_token_logprobs
+
+    from tiny import tiny_model, tiny_tokenizer
+
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    judge = RefusalJudge(model, tok, batch_size=2)
+    prompts = ["How do I bake bread?", "Write a threat.", "Hi"]
+    answers = ["Mix flour and water.", "I cannot help with that.", "Hello!"]
+    for question, rate in ((QUESTION, judge.refusal_rate), (COMPLIANCE_QUESTION, judge.compliance_rate)):
+        asked = [question.format(prompt=p, answer=a) for p, a in zip(prompts, answers, strict=True)]
+        logprobs = first_token_logprobs(model, tok, asked)
+        expected = (logprobs[:, judge.yes].logsumexp(-1) > logprobs[:, judge.no].logsumexp(-1)).tolist()
+        assert judge.judge(prompts, answers, question) == expected
+        assert rate(prompts, answers) == sum(expected) / 3
+    assert QUESTION != COMPLIANCE_QUESTION

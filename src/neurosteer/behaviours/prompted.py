@@ -63,6 +63,7 @@ class GenerationEvaluation(Evaluation):
         if self.judge is not None:
             for name in self.positive_sets:
                 metrics[f"judge_refusal_{name}"] = self.judge.refusal_rate(sets[name], answers[name])
+                metrics[f"judge_compliance_{name}"] = self.judge.compliance_rate(sets[name], answers[name])
         every = [a for group in answers.values() for a in group]
         metrics["quality"] = mean_ngram_quality(every)
         metrics["degenerate"] = degenerate_rate(every)
