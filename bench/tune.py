@@ -46,9 +46,10 @@ def main() -> None:
     print(f"set-up (contrast pass, KL reference): {setup:.1f} s")
     for space, trials in rows.items():
         seconds = [r["seconds"] for r in trials]
+        mean, median = statistics.mean(seconds), statistics.median(seconds)
         print(
-            f"{space}: {statistics.mean(seconds):.1f} s per trial on average, median {statistics.median(seconds):.1f} s "
-            f"(heretic: {HERETIC_SECONDS_PER_TRIAL:.0f} s; ratio {statistics.mean(seconds) / HERETIC_SECONDS_PER_TRIAL:.3f})"
+            f"{space}: {mean:.1f} s per trial on average, median {median:.1f} s "
+            f"(heretic: {HERETIC_SECONDS_PER_TRIAL:.0f} s; ratio {mean / HERETIC_SECONDS_PER_TRIAL:.3f})"
         )
     print(f"attribution matrices computed during the search: {', '.join(attribution) or 'none'}")
     print(f"whole search ({len(rows)} spaces x {args.trials} trials, statistics reused): {search:.0f} s")
