@@ -100,13 +100,17 @@ def make_plan(options: dict, settings):
         raise SettingsError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
 
-def command_settings(config, **flags):
-    """Settings from flags, NEUROSTEER_* and the TOML file, with the behaviour checked early."""
-    settings = settings_from(config, **flags)
+def prepare_evaluation(options: dict):
+    """Settings (flags, then NEUROSTEER_*, then the TOML file), plan and behaviour of ``eval`` and
+    ``sweep`` from the command's ``locals()``, checked (behaviour, --eval-file) before any model loads."""
     from neurosteer.behaviours import load_behaviour
 
-    load_behaviour(settings.behaviour)
-    return settings
+    flags = ("model", "batch_size", "device", "device_map", "max_new_tokens", "behaviour", "n_train")
+    settings = settings_from(options["config"], **{name: options[name] for name in flags})
+    plan = make_plan(options, settings)
+    behaviour = load_behaviour(settings.behaviour)
+    behaviour.evaluation(plan, eval_file=options["eval_file"])
+    return settings, plan, behaviour
 
 
 def load_judge(name: str | None, batch_size: int):
@@ -153,7 +157,6 @@ def evaluate(
 ) -> None:
     """Measure a behaviour (refusal by default), KL (and MMLU) for one setting or the unsteered model."""
     from neurosteer.atomic import atomic_path
-    from neurosteer.behaviours import load_behaviour
     from neurosteer.evaluation import Evaluator
     from neurosteer.methods import METHODS, build_steerers
     from neurosteer.neuronset import NeuronSet
@@ -163,19 +166,7 @@ def evaluate(
     finite("--strength", strength)
     if out is not None:
         check_writable(out)
-    settings = command_settings(
-        config,
-        model=model,
-        batch_size=batch_size,
-        device=device,
-        device_map=device_map,
-        max_new_tokens=max_new_tokens,
-        behaviour=behaviour,
-        n_train=n_train,
-    )
-    plan = make_plan(locals(), settings)
-    chosen = load_behaviour(settings.behaviour)
-    chosen.evaluation(plan, eval_file=eval_file)  # a bad --eval-file fails here, before the model loads
+    settings, plan, chosen = prepare_evaluation(locals())
     selected = NeuronSet.load(neurons) if neurons else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     evaluator = Evaluator(
@@ -270,20 +261,7 @@ def sweep(
         from neurosteer.neuronset import NeuronSet
 
         NeuronSet.load(neurons)
-    settings = command_settings(
-        config,
-        model=model,
-        batch_size=batch_size,
-        device=device,
-        device_map=device_map,
-        max_new_tokens=max_new_tokens,
-        behaviour=behaviour,
-        n_train=n_train,
-    )
-    plan = make_plan(locals(), settings)
-    from neurosteer.behaviours import load_behaviour
-
-    load_behaviour(settings.behaviour).evaluation(plan, eval_file=eval_file)  # fails before the model loads
+    settings, plan, _ = prepare_evaluation(locals())
     sweep_config = SweepConfig(
         model=settings.model,
         behaviour=settings.behaviour,
