@@ -135,3 +135,25 @@ def test_gguf_file_bakes_to_a_plain_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     for a, b in zip(fresh_process_logits(tmp_path / "baked", ids, tmp_path), expected, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_default_model_ab_behaviour_steers_both_ways(qwen):
+    """CAA's corrigibility questions on the default model: neuron scaling and CAA, built from 32
+    training pairs, move p_matching on 30 validation questions in the direction of the strength's
+    sign (measured on 50 questions with 100 pairs: 0.61 / 0.58 / 0.54 for cna at -1 / 0 / +1)."""
+    from contextlib import nullcontext
+
+    from neurosteer.behaviours import load_behaviour
+    from neurosteer.evaluation import EvalPlan, Evaluator
+    from neurosteer.methods import build_steerers
+
+    model, tokenizer = qwen
+    behaviour = load_behaviour("corrigible-neutral-HHH")
+    steerers = build_steerers(model, tokenizer, *behaviour.training_pair(32), methods=["cna", "caa"], batch_size=16)
+    evaluator = Evaluator(model, tokenizer, EvalPlan(n_questions=30, n_harmless=8, batch_size=16), behaviour=behaviour)
+    base = evaluator.run(nullcontext()).metrics["p_matching"]
+    for method in ("cna", "caa"):
+        amplified = evaluator.run(steerers.apply(model, method, -1.0)).metrics
+        removed = evaluator.run(steerers.apply(model, method, 1.0)).metrics
+        assert amplified["p_matching"] > base > removed["p_matching"], (method, amplified, base, removed)
+        assert max(amplified["kl"], removed["kl"]) < 0.2
