@@ -12,9 +12,8 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.behaviours.base import Behaviour, Evaluation, Measured
 from neurosteer.errors import SettingsError
 from neurosteer.generation import generate
-from neurosteer.metrics.kl import first_token_logprobs
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.metrics.refusal import refusal_logodds_metric, refusal_rate
+from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.prompts import load_prompts
 
 
@@ -78,7 +77,8 @@ class GenerationEvaluation(Evaluation):
 class OpeningScreen(Evaluation):
     """Refusal markers in the first few greedy tokens of each answer: most refusals announce
     themselves there ("I'm sorry, but I can't"), so a short generation screens a setting for a
-    fraction of the cost of full answers. The first-token refusal log-odds is kept beside it."""
+    fraction of the cost of full answers. (The first-token refusal log-odds, cheaper still, barely
+    moves on the default model while generated refusals fall by 40 %, so it is not the screen.)"""
 
     prompts: list[str]
     max_new_tokens: int = 12
@@ -90,14 +90,8 @@ class OpeningScreen(Evaluation):
         openings = generate(
             model, tokenizer, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=batch_size, progress=progress
         )
-        logprobs = first_token_logprobs(model, tokenizer, self.prompts, batch_size=batch_size)
-        logodds = refusal_logodds_metric(tokenizer)(logprobs)
-        records = [
-            {"prompt": p, "answer": a, "logodds": float(v)}
-            for p, a, v in zip(self.prompts, openings, logodds, strict=True)
-        ]
-        metrics = {self.target: refusal_rate(openings), "refusal_logodds": float(logodds.mean())}
-        return Measured(metrics, {"screen": records})
+        records = [{"prompt": p, "answer": a} for p, a in zip(self.prompts, openings, strict=True)]
+        return Measured({self.target: refusal_rate(openings)}, {"screen": records})
 
 
 @dataclass
