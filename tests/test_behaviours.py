@@ -266,3 +266,25 @@ def test_discover_from_a_behaviour(cli_workspace, ab_toml):
     neurons = NeuronSet.load(out)
     assert len(neurons) == 3 and neurons.prompts["n_positive"] == neurons.prompts["n_negative"] == 5
     assert_one_line_error(invoke(*args, "-p", cli_workspace / "pos.txt"), "give both --positive and --negative")
+
+
+def test_search_screens_use_validation_data_only(tokenizer, tmp_path):
+    from neurosteer.behaviours.prompted import REFUSAL
+    from neurosteer.generation import generate
+    from neurosteer.metrics.refusal import refusal_rate
+    from neurosteer.prompts import load_prompts
+
+    plan = EvalPlan(n_harmful=4, n_questions=5, screen_tokens=3, batch_size=4)
+    screen = REFUSAL.screen(plan)
+    assert screen.prompts == load_prompts("harmful_val", limit=4)
+    assert not set(screen.prompts) & set(load_prompts("jailbreakbench"))
+    model = tiny_model("qwen2")
+    measured = screen.measure(model, tokenizer, batch_size=4, label="", progress=False)
+    answers = generate(model, tokenizer, screen.prompts, max_new_tokens=3, batch_size=4)
+    assert measured.metrics == {"refusal_opening": refusal_rate(answers)}
+    sycophancy = load_behaviour("sycophancy")
+    assert sycophancy.screen(plan).items == sycophancy.split()[1][:5]
+    (tmp_path / "p.txt").write_text("a\nb\n")
+    (tmp_path / "b.toml").write_text('name = "x"\npositive = "p.txt"\nnegative = "p.txt"\neval_positive = ["p.txt"]\n')
+    with pytest.raises(SettingsError, match="no validation data"):
+        load_behaviour(str(tmp_path / "b.toml")).screen(plan)
