@@ -58,6 +58,19 @@ def test_trials_replay_to_their_objectives(searched, model, tokenizer):
     assert ctx.measure(nullcontext())[1] == 0.0
 
 
+def test_confirming_candidates_with_full_answers(searched, model, tokenizer):
+    out, _ = searched
+    config = TuneConfig(**{**CONFIG, "confirm": 1, "confirm_tokens": 2, "max_kl": 10.0})
+    rows = run_tune(model, tokenizer, config, out, progress=False)
+    for trials in rows.values():
+        confirmed = [r for r in trials if "confirmed_refusal_harmful" in r]
+        assert len(confirmed) == 1 and confirmed[0]["pareto"]
+        assert {"confirmed_refusal_harmless", "confirmed_quality", "confirmed_kl"} <= set(confirmed[0])
+        assert confirmed[0]["confirmed_kl"] == pytest.approx(confirmed[0]["kl"], abs=1e-5)  # same prompts, same KL
+    stored = json.loads((out / "confirmed.json").read_text())
+    assert len(stored) == 2 and all(key.endswith(":2") for key in stored)
+
+
 def test_search_resumes_and_guards_its_settings(searched, model, tokenizer, monkeypatch):
     out, _ = searched
     calls = []

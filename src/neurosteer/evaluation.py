@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.behaviours import Behaviour, load_behaviour
+from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.defaults import EVAL, RUN
 from neurosteer.metrics.judge import RefusalJudge
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
@@ -82,11 +82,13 @@ class Evaluator:
         behaviour: Behaviour | str = "refusal",
         judge: RefusalJudge | None = None,
         eval_file: str | None = None,
+        evaluation: Evaluation | None = None,
         progress: bool = False,
     ) -> None:
+        """``evaluation`` replaces the behaviour's held-out evaluation (e.g. its validation measure)."""
         self.model, self.tokenizer, self.plan, self.progress = model, tokenizer, plan, progress
         self.behaviour = load_behaviour(behaviour)
-        self.evaluation = self.behaviour.evaluation(plan, judge=judge, eval_file=eval_file)
+        self.evaluation = evaluation or self.behaviour.evaluation(plan, judge=judge, eval_file=eval_file)
         self.harmless = load_prompts("harmless_val", limit=plan.n_harmless)
         self._reference: torch.Tensor | None = None
 

@@ -69,7 +69,7 @@ def write_tune_report(out: Path, config: Any, rows: dict[str, list[dict[str, Any
     from neurosteer.evaluation import EvalPlan
 
     target = load_behaviour(config.behaviour).screen(EvalPlan(n_harmful=1, n_questions=1)).target
-    every = [r for trials in rows.values() for r in trials]
+    every = [{k: v for k, v in r.items() if k != "params"} for trials in rows.values() for r in trials]
     if not every:
         return
     _write_csv(out / "trials.csv", every)
@@ -87,7 +87,9 @@ def write_tune_report(out: Path, config: Any, rows: dict[str, list[dict[str, Any
             if best
             else f"<p>No trial stays within KL ≤ {config.max_kl:g}.</p>"
         )
-        pareto = sorted((r for r in trials if r["pareto"]), key=lambda r: r["kl"])
+        pareto = sorted(
+            ({k: v for k, v in r.items() if k != "params"} for r in trials if r["pareto"]), key=lambda r: r["kl"]
+        )
         sections.append(
             f"<h2>{html.escape(space)}: {len(trials)} trials</h2>{chosen}<h3>Pareto front</h3>{_table(pareto)}"
         )

@@ -59,10 +59,14 @@ class TuneConfig(BaseModel):
     screen_tokens: int = Field(12, ge=1, description="Tokens per answer opening in a generation screen.")
     max_kl: float = Field(0.2, gt=0, description="KL bound for choosing and confirming points.")
     batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
+    confirm: int = Field(0, ge=0, description="Pareto points per space re-measured with full answers.")
+    confirm_tokens: int = Field(48, ge=1, description="Tokens per answer when confirming.")
 
     def fingerprint(self) -> str:
-        """What decides a trial's outcome; the trial count is left out so a search can be extended."""
-        return short_hash(json.dumps(self.model_dump(exclude={"trials"}), sort_keys=True).encode())
+        """What decides a trial's outcome: the trial count, the KL bound and the confirmation settings
+        are left out, so a search can be extended and re-read."""
+        excluded = {"trials", "confirm", "confirm_tokens", "max_kl"}
+        return short_hash(json.dumps(self.model_dump(exclude=excluded), sort_keys=True).encode())
 
 
 @dataclass
@@ -214,7 +218,7 @@ def prepare(out: Path, config: TuneConfig, *, force: bool) -> None:
                 "--out, or pass --force to start over"
             )
     if force:
-        for name in ("study.journal", "contrast.safetensors", "trials.csv", "pareto.csv"):
+        for name in ("study.journal", "contrast.safetensors", "trials.csv", "pareto.csv", "confirmed.json"):
             (out / name).unlink(missing_ok=True)
         for path in out.glob("attribution_p*.safetensors"):
             path.unlink()
@@ -257,6 +261,7 @@ def run_tune(
     out: Path,
     *,
     force: bool = False,
+    judge: Any = None,
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run (or resume) every space's study to ``config.trials`` finished trials; returns each
@@ -283,8 +288,49 @@ def run_tune(
             trial.set_user_attr("neurons", len(getattr(intervention, "neurons", ())) or None)
             study.tell(trial, [value, kl])
     rows = trial_rows(out, config)
+    if config.confirm:
+        confirm_candidates(ctx, rows, judge=judge, progress=progress)
     write_tune_report(out, config, rows, unsteered=unsteered)
     return rows
+
+
+def candidates(trials: list[dict[str, Any]], config: TuneConfig) -> list[dict[str, Any]]:
+    """The ``config.confirm`` Pareto points with KL within bounds that move the behaviour furthest."""
+    sign = 1.0 if config.goal == "remove" else -1.0
+    inside = [r for r in trials if r["pareto"] and r["kl"] <= config.max_kl]
+    return sorted(inside, key=lambda r: (sign * r["behaviour"], r["kl"]))[: config.confirm]
+
+
+def confirm_candidates(
+    ctx: TuneContext, rows: dict[str, list[dict[str, Any]]], *, judge: Any = None, progress: bool = False
+) -> None:
+    """Re-measure the candidates of every space with the behaviour's full validation measure
+    (answers of ``confirm_tokens`` tokens), in place: each gains ``confirmed_*`` columns. Measures
+    already stored in ``confirmed.json`` are reused."""
+    from neurosteer.evaluation import Evaluator
+
+    config = ctx.config
+    plan = EvalPlan(
+        n_harmful=config.n_screen,
+        n_questions=config.n_screen,
+        n_harmless=config.n_harmless,
+        max_new_tokens=config.confirm_tokens,
+        batch_size=config.batch_size,
+    )
+    store = ctx.out / "confirmed.json"
+    done = json.loads(store.read_text(encoding="utf-8")) if store.is_file() else {}
+    evaluation = ctx.behaviour.validation(plan, judge=judge)
+    evaluator = Evaluator(ctx.model, ctx.tokenizer, plan, behaviour=ctx.behaviour, evaluation=evaluation)
+    for space, trials in rows.items():
+        for row in candidates(trials, config):
+            key = f"{space}:{row['trial']}:{config.confirm_tokens}"
+            if key not in done:
+                intervention, strength = SPACES[space]().suggest(FixedTrial(row["params"]), ctx)
+                metrics = evaluator.run(intervention.apply(ctx.model, strength), label=key).metrics
+                done[key] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+                with atomic_path(store) as tmp:
+                    tmp.write_text(json.dumps(done, indent=1))
+            row.update({f"confirmed_{k}": v for k, v in done[key].items()})
 
 
 def trial_rows(out: Path, config: TuneConfig) -> dict[str, list[dict[str, Any]]]:
@@ -300,6 +346,7 @@ def trial_rows(out: Path, config: TuneConfig) -> dict[str, list[dict[str, Any]]]
             {
                 "space": name,
                 "trial": t.number,
+                "params": dict(t.params),
                 **t.params,
                 "behaviour": t.values[0],
                 "kl": t.values[1],

@@ -177,6 +177,9 @@ class ABBehaviour(Behaviour):
     def screen(self, plan: Any) -> ABEvaluation:
         return ABEvaluation(self.split()[1][: plan.n_questions])
 
+    def validation(self, plan: Any, *, judge: Any = None) -> ABEvaluation:
+        return self.screen(plan)
+
 
 CAA_BEHAVIOURS: dict[str, tuple[str, str]] = {
     "coordinate-other-ais": ("coordinate-other-ais", "Coordinating with other AI systems against human interests"),

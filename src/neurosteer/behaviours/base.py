@@ -62,6 +62,11 @@ class Behaviour(ABC):
         ``eval_file`` replaces the bundled held-out data where the behaviour's kind allows it.
         """
 
+    def validation(self, plan: Any, *, judge: Any = None) -> Evaluation:
+        """The behaviour's full measure (answers, where it generates) on validation data, for
+        confirming a search's candidates without touching the held-out evaluation data."""
+        raise SettingsError(f"behaviour '{self.name}' has no validation data to search on")
+
     def screen(self, plan: Any) -> Evaluation:
         """A cheap first-token measure of the behaviour on *validation* data (never the held-out
         evaluation data), for searches; lower means less of the behaviour."""

@@ -133,6 +133,18 @@ class PromptPairBehaviour(Behaviour):
             judge=judge,
         )
 
+    def validation(self, plan: Any, *, judge: Any = None) -> GenerationEvaluation:
+        if self.validation_positive is None:
+            return super().validation(plan)
+        name = Path(str(self.validation_positive)).stem
+        return GenerationEvaluation(
+            positive_sets={name: load_prompts(self.validation_positive, limit=plan.n_harmful)},
+            negative=load_prompts(self.eval_negative, limit=plan.n_harmless),
+            max_new_tokens=plan.max_new_tokens,
+            target=self.target,
+            judge=judge,
+        )
+
     def screen(self, plan: Any) -> OpeningScreen:
         if self.validation_positive is None:
             return super().screen(plan)

@@ -45,6 +45,13 @@ def tune(
     n_screen: Annotated[int, typer.Option(help="Validation prompts or questions per trial.")] = 100,
     n_harmless: Annotated[int, typer.Option(help="Harmless prompts for the KL objective.")] = 64,
     max_kl: Annotated[float, typer.Option(help="KL bound for the reported best point.")] = 0.2,
+    confirm: Annotated[
+        int, typer.Option(help="Re-measure this many in-bound Pareto points per space with full answers.")
+    ] = 0,
+    confirm_tokens: Annotated[int, typer.Option(help="Tokens per answer when confirming.")] = 48,
+    judge: Annotated[
+        str | None, typer.Option("--judge", help="Model that judges refusal and compliance of confirmed answers.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over even if OUT holds another search.")] = False,
     model: ModelOpt = None,
     trust_remote_code: TrustOpt = False,
@@ -85,6 +92,8 @@ def tune(
             n_harmless=n_harmless,
             max_kl=max_kl,
             batch_size=settings.batch_size,
+            confirm=confirm,
+            confirm_tokens=confirm_tokens,
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -93,7 +102,11 @@ def tune(
 
     load_behaviour(tune_config.behaviour).screen(EvalPlan())  # no validation data: fail before the model loads
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
-    rows = run_tune(lm, tokenizer, tune_config, out, force=force, progress=progress)
+    from neurosteer.cli.evaluate import load_judge
+
+    rows = run_tune(
+        lm, tokenizer, tune_config, out, force=force, judge=load_judge(judge, settings.batch_size), progress=progress
+    )
     from neurosteer.tune_report import best_in_bounds
 
     table = Table("space", "trials", f"best with KL ≤ {max_kl:g}", "behaviour", "KL", "Pareto points")
@@ -108,6 +121,14 @@ def tune(
             str(sum(r["pareto"] for r in trials_done)),
         )
     console.print(table)
+    confirmed = [r for trials_done in rows.values() for r in trials_done if any(k.startswith("confirmed_") for k in r)]
+    if confirmed:
+        columns = sorted({k for r in confirmed for k in r if k.startswith("confirmed_")} - {"confirmed_seconds"})
+        check = Table("trial", "screen", "KL", *(c.removeprefix("confirmed_") for c in columns), title="confirmed")
+        for r in confirmed:
+            values = (f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns)
+            check.add_row(f"{r['space']}:{r['trial']}", f"{r['behaviour']:.3f}", f"{r['kl']:.3f}", *values)
+        console.print(check)
     console.print(plain(f"report: {out / 'tune.html'}; export a trial with 'neurosteer tune-export'"))
 
 
