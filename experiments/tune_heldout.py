@@ -1,0 +1,87 @@
+"""Held-out check of a finished search: each space's chosen point on prompts the search never saw.
+
+The chosen point of a space is its in-bound Pareto trial (validation KL within the search's
+bound) with the lowest confirmed refusal on full validation answers where the search confirmed
+candidates, else the lowest screen value. It is then measured with the package's evaluator on
+held-out data: JailbreakBench (refusal markers), harmless_val prompts past those the search used
+(over-refusal, quality), XSTest, and first-token KL; 48-token greedy answers.
+
+    python experiments/tune_heldout.py runs/tune-0.5b [--n-harmful 100] [--judge qwen2.5-1.5b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import neurosteer
+from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.tuning import TuneConfig, candidates, rebuild, trial_rows
+
+
+def chosen(trials: list[dict], config: TuneConfig) -> dict | None:
+    confirmed = [r for r in trials if "confirmed_refusal_harmful" in r]
+    inside = [r for r in confirmed if r["confirmed_kl"] <= config.max_kl]
+    if inside:
+        return min(inside, key=lambda r: (r["confirmed_refusal_harmful"], r["kl"]))
+    found = candidates(trials, TuneConfig(**{**config.model_dump(), "confirm": 1}))
+    return found[0] if found else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("search", type=Path)
+    parser.add_argument("--n-harmful", type=int, default=100)
+    parser.add_argument("--n-xstest", type=int, default=25)
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--judge", default=None)
+    args = parser.parse_args()
+    config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
+    model, tokenizer = neurosteer.load_model(config.model)
+    rows = trial_rows(args.search, config)
+    confirmed = args.search / "confirmed.json"
+    stored = json.loads(confirmed.read_text()) if confirmed.is_file() else {}
+    for space, trials in rows.items():
+        for row in trials:
+            found = stored.get(f"{space}:{row['trial']}:{config.confirm_tokens}")
+            if found:
+                row.update({f"confirmed_{k}": v for k, v in found.items()})
+    judge = None
+    if args.judge:
+        from neurosteer.metrics.judge import RefusalJudge
+
+        judge = RefusalJudge(*neurosteer.load_model(args.judge), batch_size=16)
+    # Harmless prompts past the ones the search's KL objective read.
+    plan = EvalPlan(
+        n_harmful=args.n_harmful,
+        n_harmless=config.n_harmless + 50,
+        n_xstest=args.n_xstest,
+        max_new_tokens=args.tokens,
+        batch_size=config.batch_size,
+    )
+    evaluator = Evaluator(model, tokenizer, plan, behaviour=config.behaviour, judge=judge)
+    evaluator.harmless = evaluator.harmless[config.n_harmless :]
+    evaluator.evaluation.negative = evaluator.evaluation.negative[config.n_harmless :]
+    results = {"unsteered": evaluator.run(nullcontext(), label="unsteered").metrics}
+    for space, trials in rows.items():
+        row = chosen(trials, config)
+        if row is None:
+            print(f"{space}: no trial within KL {config.max_kl}")
+            continue
+        intervention, strength = rebuild(model, tokenizer, args.search, space, row["trial"])
+        metrics = evaluator.run(intervention.apply(model, strength), label=f"{space}:{row['trial']}").metrics
+        results[f"{space}:{row['trial']}"] = {**metrics, "params": row["params"], "validation_kl": row["kl"]}
+    out = args.search / "heldout.json"
+    out.write_text(json.dumps(results, indent=1))
+    keys = ["refusal_jailbreakbench", "refusal_harmless", "xstest_safe_refusal", "quality", "degenerate", "kl"]
+    keys += [k for k in next(iter(results.values())) if k.startswith("judge_")]
+    print("| point | " + " | ".join(keys) + " |")
+    print("|" + " --- |" * (len(keys) + 1))
+    for name, metrics in results.items():
+        print(f"| {name} | " + " | ".join(f"{metrics[k]:.3f}" for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
