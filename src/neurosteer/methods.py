@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer.contrast import ContrastStats, collect_contrast
+from neurosteer.errors import SettingsError
 from neurosteer.interventions import (
     INTERVENTIONS,
     BuildOptions,
@@ -42,7 +43,7 @@ class Steerers:
             return nullcontext(model)
         check_methods([method])
         if method not in self.interventions:
-            raise KeyError(f"method '{method}' was not built; build it with build_steerers(methods=...)")
+            raise SettingsError(f"method '{method}' was not built; name it in build_steerers(methods=...)")
         return self.interventions[method].apply(model, strength)
 
     @property
