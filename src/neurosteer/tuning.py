@@ -282,7 +282,12 @@ def run_tune(
         for _ in track(range(config.trials - len(done)), f"search: {name}", enabled=progress):
             trial = study.ask()
             start = time.perf_counter()
-            intervention, strength = space.suggest(trial, ctx)
+            try:
+                intervention, strength = space.suggest(trial, ctx)
+            except SettingsError as exc:  # e.g. no neuron of the window scores above zero
+                trial.set_user_attr("failed", str(exc))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
             value, kl = ctx.measure(intervention.apply(model, strength))
             trial.set_user_attr("seconds", time.perf_counter() - start)
             trial.set_user_attr("neurons", len(getattr(intervention, "neurons", ())) or None)
