@@ -66,6 +66,22 @@ def test_bundled_caa_behaviours_split_reproducibly():
     assert {p.answer for p in positive + negative} <= {"(A", "(B"} and positive[0].answer != negative[0].answer
 
 
+def test_training_pairs_balance_their_letters():
+    from collections import Counter
+
+    from neurosteer.behaviours.ab import balanced
+
+    items = [ABQuestion(f"q{i}", "A", "B") for i in range(6)] + [ABQuestion(f"r{i}", "B", "A") for i in range(3)]
+    items += [ABQuestion("c", "C", "A")]  # no (A, C) counterpart: left out
+    chosen = balanced(items)
+    assert Counter((q.matching, q.not_matching) for q in chosen) == {("A", "B"): 3, ("B", "A"): 3}
+    assert [q.question for q in balanced(items, 5)] == ["q0", "r0", "q1", "r1"]
+    for name in CAA_SIZES:
+        positive, negative = load_behaviour(name).training_pair(64)
+        letters = Counter(p.answer for p in positive)
+        assert len(positive) == 64 and letters == Counter(n.answer for n in negative), name
+
+
 def test_split_keeps_every_item_once():
     items = [ABQuestion(str(i), "A", "B") for i in range(10)]
     train, val = split_items(items)
@@ -264,7 +280,8 @@ def test_discover_from_a_behaviour(cli_workspace, ab_toml):
     result = invoke(*args, "-b", ab_toml / "numbers.toml", "--n-train", "5")
     assert result.exit_code == 0, result.output
     neurons = NeuronSet.load(out)
-    assert len(neurons) == 3 and neurons.prompts["n_positive"] == neurons.prompts["n_negative"] == 5
+    # Letters balanced: 5 pairs asked for, 4 given (two with A matching, two with B).
+    assert len(neurons) == 3 and neurons.prompts["n_positive"] == neurons.prompts["n_negative"] == 4
     assert_one_line_error(invoke(*args, "-p", cli_workspace / "pos.txt"), "give both --positive and --negative")
 
 
