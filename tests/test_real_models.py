@@ -139,8 +139,9 @@ def test_gguf_file_bakes_to_a_plain_checkpoint(tmp_path):
 
 def test_default_model_ab_behaviour_steers_both_ways(qwen):
     """CAA's corrigibility questions on the default model: neuron scaling and CAA, built from 32
-    training pairs, move p_matching on 30 validation questions in the direction of the strength's
-    sign (measured on 50 questions with 100 pairs: 0.61 / 0.58 / 0.54 for cna at -1 / 0 / +1)."""
+    letter-balanced training pairs, move p_matching on 30 validation questions in the direction of
+    the strength's sign (measured with 64 pairs on 40 questions: cna 0.62 / 0.59 / 0.56, caa
+    0.65 / 0.59 / 0.53 at -1 / 0 / +1)."""
     from contextlib import nullcontext
 
     from neurosteer.behaviours import load_behaviour
