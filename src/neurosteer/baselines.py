@@ -25,6 +25,7 @@ from neurosteer.activations import last_token_stats
 from neurosteer.architectures import layout
 from neurosteer.errors import SettingsError
 from neurosteer.hooks import DeviceCache, first_tensor, installed_hooks, replace_first
+from neurosteer.stats import RunningStats
 from neurosteer.validation import finite
 
 
@@ -42,6 +43,12 @@ class ResidualDirections:
     def unit(self, layer: int) -> torch.Tensor:
         vector = self.diff[layer]
         return vector / vector.norm().clamp(min=1e-12)
+
+    @classmethod
+    def from_stats(cls, positive: RunningStats, negative: RunningStats) -> ResidualDirections:
+        """From last-token residual statistics of the positive and negative prompts."""
+        both = (positive.total_sq + negative.total_sq).sum(1) / (positive.count + negative.count)
+        return cls(diff=(positive.mean - negative.mean).float(), norm=both.sqrt().float())
 
     def check_layer(self, layer: int) -> None:
         if not 0 <= layer < len(self.diff):
@@ -61,8 +68,7 @@ def residual_directions(
     common = dict(sites=("residual",), batch_size=batch_size, chat_template=chat_template, progress=progress)
     pos = last_token_stats(model, tokenizer, positive, description="positive prompts", **common)["residual"]
     neg = last_token_stats(model, tokenizer, negative, description="negative prompts", **common)["residual"]
-    both = (pos.total_sq + neg.total_sq).sum(1) / (pos.count + neg.count)
-    return ResidualDirections(diff=(pos.mean - neg.mean).float(), norm=both.sqrt().float())
+    return ResidualDirections.from_stats(pos, neg)
 
 
 def unit_direction(direction: torch.Tensor, hidden_size: int) -> torch.Tensor:

@@ -51,9 +51,7 @@ class ContrastStats:
 
     def directions(self) -> ResidualDirections:
         """Per-layer residual mean differences and norms (the baselines' input)."""
-        pos, neg = self.residual_positive, self.residual_negative
-        both = (pos.total_sq + neg.total_sq).sum(1) / (pos.count + neg.count)
-        return ResidualDirections(diff=(pos.mean - neg.mean).float(), norm=both.sqrt().float())
+        return ResidualDirections.from_stats(self.residual_positive, self.residual_negative)
 
     def check_compatible(self, model: nn.Module, lay: Layout | None = None) -> None:
         theirs = ModelSignature.of(model, lay)

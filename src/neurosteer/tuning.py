@@ -56,7 +56,9 @@ class TuneConfig(BaseModel):
     n_train: int = Field(128, ge=2, description="Training prompts (or A/B pairs) per side.")
     n_screen: int = Field(100, ge=1, description="Validation prompts or questions per trial.")
     n_harmless: int = Field(64, ge=1, description="Harmless prompts for the KL objective.")
-    screen_tokens: int = Field(12, ge=1, description="Tokens per answer opening in a generation screen.")
+    screen_tokens: int = Field(
+        EvalPlan.model_fields["screen_tokens"].default, ge=1, description="Tokens per answer opening in a screen."
+    )
     max_kl: float = Field(0.2, gt=0, description="KL bound for choosing and confirming points.")
     batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
     confirm: int = Field(0, ge=0, description="Pareto points per space re-measured with full answers.")
@@ -77,9 +79,9 @@ class TuneContext:
     tokenizer: PreTrainedTokenizerBase
     behaviour: Behaviour
     contrast: ContrastStats
-    screen: Evaluation
+    screen: Evaluation | None
     harmless: list[str]
-    reference: torch.Tensor
+    reference: torch.Tensor | None
     config: TuneConfig
     out: Path
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -108,6 +110,8 @@ class TuneContext:
 
     def measure(self, steering: AbstractContextManager) -> tuple[float, float]:
         """(behaviour on the validation screen, first-token KL on harmless prompts) under ``steering``."""
+        if self.screen is None or self.reference is None:
+            raise ValueError("this context was built without measuring (context(measuring=False))")
         with steering:
             value = self.screen.measure(
                 self.model, self.tokenizer, batch_size=self.config.batch_size, label="", progress=False
@@ -228,9 +232,16 @@ def prepare(out: Path, config: TuneConfig, *, force: bool) -> None:
 
 
 def context(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: TuneConfig, out: Path, *, progress: bool = False
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TuneConfig,
+    out: Path,
+    *,
+    progress: bool = False,
+    measuring: bool = True,
 ) -> TuneContext:
-    """Statistics (read from ``out`` when a previous run saved them), screens and the KL reference."""
+    """Statistics (read from ``out`` when a previous run saved them) and, when ``measuring``, the
+    screen and the KL reference (a forward pass that rebuilding a trial does not need)."""
     behaviour = load_behaviour(config.behaviour)
     plan = EvalPlan(
         n_harmful=config.n_screen,
@@ -238,7 +249,7 @@ def context(
         batch_size=config.batch_size,
         screen_tokens=config.screen_tokens,
     )
-    screen = behaviour.screen(plan)
+    screen = behaviour.screen(plan) if measuring else None
     path = out / "contrast.safetensors"
     if path.is_file():
         contrast = ContrastStats.load(path)
@@ -250,7 +261,7 @@ def context(
         )
         contrast.save(path)
     harmless = load_prompts("harmless_val", limit=config.n_harmless)
-    reference = first_token_logprobs(model, tokenizer, harmless, batch_size=config.batch_size)
+    reference = first_token_logprobs(model, tokenizer, harmless, batch_size=config.batch_size) if measuring else None
     return TuneContext(model, tokenizer, behaviour, contrast, screen, harmless, reference, config, out)
 
 
@@ -391,5 +402,5 @@ def rebuild(
     found = [t for t in _study(out, space, config, create=False).trials if t.number == number and t.values]
     if not found:
         raise SettingsError(f"{out}: no finished trial {number} in the {space} search")
-    ctx = context(model, tokenizer, config, out)
+    ctx = context(model, tokenizer, config, out, measuring=False)
     return SPACES[space]().suggest(FixedTrial(found[0].params), ctx)
