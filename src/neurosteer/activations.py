@@ -20,7 +20,7 @@ from neurosteer.console import track
 from neurosteer.encoding import Batch, encode_prompts, input_device, iter_batches, pad_token_id
 from neurosteer.errors import NeurosteerError, NeurosteerWarning, SettingsError
 from neurosteer.hooks import first_tensor, installed_hooks
-from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
+from neurosteer.prefix import PrefixCache, split_shared_prefix, with_prefix
 from neurosteer.stats import RunningStats
 from neurosteer.validation import prompt_list
 
@@ -94,33 +94,13 @@ def forward_base(model: nn.Module, batch: Batch, prefix: PrefixCache | None = No
     keys and values stand in for it.
     """
     base = getattr(model, "base_model", model)
-    if prefix is None:
-        return base(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        )
-    size = batch.input_ids.shape[0]
-    ones = torch.ones(size, prefix.length, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device)
-    return base(
-        input_ids=batch.input_ids,
-        attention_mask=torch.cat([ones, batch.attention_mask], dim=1),
-        position_ids=batch.position_ids + prefix.length,
-        use_cache=True,
-        **{prefix.argument: prefix.for_batch(size)},
-    )
+    return base(input_ids=batch.input_ids, **with_prefix(base, prefix, batch))
 
 
-def next_token_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """``[rows, vocab]`` logits of the token after each left-padded prompt (only that position's)."""
-    return model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-        logits_to_keep=1,
-    ).logits[:, -1]
+def next_token_logits(model: nn.Module, batch: Batch, prefix: PrefixCache | None = None) -> torch.Tensor:
+    """``[rows, vocab]`` logits of the token after each left-padded prompt (only that position's);
+    with ``prefix``, ``batch`` holds the tokens after it."""
+    return model(input_ids=batch.input_ids, logits_to_keep=1, **with_prefix(model, prefix, batch)).logits[:, -1]
 
 
 Site = Literal["neurons", "residual"]
@@ -152,10 +132,7 @@ def last_token_stats(
     stats = {site: RunningStats(lay.n_layers, widths[site]) for site in sites}
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     device = input_device(model)
-    prefix = None
-    if share_prefix and (length := shared_prefix_length(ids)) >= MIN_PREFIX:
-        prefix = build_prefix_cache(model, ids[0][:length], device)
-        ids = [seq[length:] for seq in ids]
+    prefix, ids = split_shared_prefix(model, ids, device, share=share_prefix)
     current: dict[str, torch.Tensor] = {}
 
     def take_last(site: Site, layer: int, values: torch.Tensor) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +47,8 @@ class PrefixCache:
     length: int
     cache: DynamicCache
     argument: str
+    token_ids: torch.Tensor | None = None
+    """``[1, length]`` ids of the prefix, for calls (``generate``) that take the whole sequence."""
 
     def for_batch(self, size: int) -> DynamicCache:
         fresh = copy.deepcopy(self.cache)
@@ -60,4 +64,53 @@ def build_prefix_cache(model: nn.Module, prefix: Sequence[int], device: torch.de
     ids = torch.tensor([list(prefix)] * batch, device=device)
     with torch.inference_mode():
         base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **{argument: cache})
-    return PrefixCache(length=len(prefix), cache=cache, argument=argument)
+    return PrefixCache(length=len(prefix), cache=cache, argument=argument, token_ids=ids[:1])
+
+
+_POSITIONAL = "_neurosteer_positional_hooks"
+
+
+@contextmanager
+def position_dependent(model: nn.Module) -> Iterator[None]:
+    """Mark ``model`` as steered differently at different positions while the block runs (e.g.
+    only the last few positions of each pass): the prefix cannot then be run once on its own."""
+    setattr(model, _POSITIONAL, getattr(model, _POSITIONAL, 0) + 1)
+    try:
+        yield
+    finally:
+        left = getattr(model, _POSITIONAL) - 1
+        if left:
+            setattr(model, _POSITIONAL, left)
+        else:
+            delattr(model, _POSITIONAL)
+
+
+def split_shared_prefix(
+    model: nn.Module, token_ids: Sequence[Sequence[int]], device: torch.device, *, share: bool = True
+) -> tuple[PrefixCache | None, list[list[int]]]:
+    """The prompts' shared prefix, run once (under whatever hooks are active), and each prompt's
+    remaining tokens; ``(None, token_ids)`` when sharing is off or the prefix is too short.
+
+    Hooks that steer act the same at every position and on every prompt, so the prefix run once
+    under them equals the prefix inside each prompt; hooks marked :func:`position_dependent`
+    turn sharing off."""
+    share = share and not getattr(model, _POSITIONAL, 0)
+    length = shared_prefix_length(token_ids) if share else 0
+    if length < MIN_PREFIX:
+        return None, [list(ids) for ids in token_ids]
+    return build_prefix_cache(model, token_ids[0][:length], device), [list(ids[length:]) for ids in token_ids]
+
+
+def with_prefix(module: nn.Module, prefix: PrefixCache | None, batch: Any) -> dict[str, Any]:
+    """Keyword arguments that run ``batch`` (the tokens after ``prefix``) through ``module``:
+    its mask and positions extended over the prefix, and a copy of the prefix's cache."""
+    if prefix is None:
+        return {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids, "use_cache": False}
+    size = batch.input_ids.shape[0]
+    ones = torch.ones(size, prefix.length, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device)
+    return {
+        "attention_mask": torch.cat([ones, batch.attention_mask], dim=1),
+        "position_ids": batch.position_ids + prefix.length,
+        "use_cache": True,
+        _cache_argument(module): prefix.for_batch(size),
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from neurosteer.architectures import Layout, layout
 from neurosteer.errors import SettingsError
 from neurosteer.hooks import DeviceCache, installed_hooks
 from neurosteer.neuronset import NeuronSet
+from neurosteer.prefix import position_dependent
 from neurosteer.validation import finite, whole
 
 Factor = float | Sequence[float] | torch.Tensor
@@ -92,5 +93,6 @@ def steer(
     NeuronSet.require(neurons).check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)
     hooks = [(lay.out_projs[layer], scaling_hook(scale, last_positions)) for layer, scale in scales.items()]
-    with installed_hooks(pre=hooks):
+    marked = position_dependent(model) if last_positions is not None else nullcontext()
+    with installed_hooks(pre=hooks), marked:
         yield model

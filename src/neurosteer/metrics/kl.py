@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.activations import next_token_logits, tokenize_prompts
 from neurosteer.console import track
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.prefix import split_shared_prefix
 
 
 def first_token_logprobs(
@@ -25,20 +26,23 @@ def first_token_logprobs(
     batch_size: int = 16,
     chat_template: bool = True,
     progress: bool = False,
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """``[prompts, vocab]`` log-probabilities of the first answer token, in prompt order.
 
     Left padding puts every prompt's last token at the end, so only the last position's logits
-    are computed (``logits_to_keep=1``).
+    are computed (``logits_to_keep=1``). ``share_prefix`` runs the prompts' common leading tokens
+    once (see :mod:`neurosteer.prefix`).
     """
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     rows: dict[int, torch.Tensor] = {}
     device = input_device(model)
+    prefix, ids = split_shared_prefix(model, ids, device, share=share_prefix)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
     with torch.inference_mode():
         for batch in track(batches, "first-token logits", total=-(-len(ids) // batch_size), enabled=progress):
             batch = batch.to(device)
-            logits = next_token_logits(model, batch)
+            logits = next_token_logits(model, batch, prefix)
             for row, values in zip(batch.rows, torch.log_softmax(logits.float(), -1).cpu(), strict=True):
                 rows[row] = values
     return torch.stack([rows[i] for i in range(len(ids))])
