@@ -18,7 +18,11 @@ from pathlib import Path
 
 import neurosteer
 from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.tuning import TuneConfig, candidates, rebuild, trial_rows
+
+
+HERETIC_SAW = 61
 
 
 def chosen(trials: list[dict], config: TuneConfig) -> dict | None:
@@ -64,18 +68,24 @@ def main() -> None:
     evaluator = Evaluator(model, tokenizer, plan, behaviour=config.behaviour, judge=judge)
     evaluator.harmless = evaluator.harmless[config.n_harmless :]
     evaluator.evaluation.negative = evaluator.evaluation.negative[config.n_harmless :]
-    results = {"unsteered": evaluator.run(nullcontext(), label="unsteered").metrics}
+    def measured(steering, label: str) -> dict:
+        cell = evaluator.run(steering, label=label)
+        # heretic's search read the first 61 JailbreakBench behaviours; the rest neither tool saw.
+        unseen = [r["answer"] for r in cell.records["jailbreakbench"][HERETIC_SAW:]]
+        return {**cell.metrics, "refusal_jbb_unseen": refusal_rate(unseen)}
+
+    results = {"unsteered": measured(nullcontext(), "unsteered")}
     for space, trials in rows.items():
         row = chosen(trials, config)
         if row is None:
             print(f"{space}: no trial within KL {config.max_kl}")
             continue
         intervention, strength = rebuild(model, tokenizer, args.search, space, row["trial"])
-        metrics = evaluator.run(intervention.apply(model, strength), label=f"{space}:{row['trial']}").metrics
+        metrics = measured(intervention.apply(model, strength), f"{space}:{row['trial']}")
         results[f"{space}:{row['trial']}"] = {**metrics, "params": row["params"], "validation_kl": row["kl"]}
     out = args.search / "heldout.json"
     out.write_text(json.dumps(results, indent=1))
-    keys = ["refusal_jailbreakbench", "refusal_harmless", "xstest_safe_refusal", "quality", "degenerate", "kl"]
+    keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal", "quality", "degenerate", "kl"]
     keys += [k for k in next(iter(results.values())) if k.startswith("judge_")]
     print("| point | " + " | ".join(keys) + " |")
     print("|" + " --- |" * (len(keys) + 1))

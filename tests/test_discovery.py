@@ -110,7 +110,8 @@ def test_scores_sorted_by_magnitude_and_means_aligned(tokenizer):
     torch.testing.assert_close(found.mean_positive - found.mean_negative, found.scores, atol=1e-5, rtol=0)
 
 
-def test_never_computes_logits(tokenizer):
+def test_statistics_scores_never_compute_logits(tokenizer):
+    """Statistics scores read hidden states only (the default attribution score needs the logits)."""
     model = tiny_model("llama")
 
     def forbid(*_):
@@ -118,7 +119,7 @@ def test_never_computes_logits(tokenizer):
 
     handle = model.lm_head.register_forward_pre_hook(forbid)
     try:
-        found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=3)
+        found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=3, score="selective")
     finally:
         handle.remove()
     assert len(found) == 3
@@ -225,4 +226,26 @@ def test_defaults_are_used_and_recorded(tokenizer):
     found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE)
     assert found.method["score"] == DISCOVERY.score
     assert found.method["fraction"] == DISCOVERY.fraction
+    assert found.method["max_layer"] == DISCOVERY.max_layer(LAYERS)
+    assert found.method["score_params"] == {"positions": DISCOVERY.positions}
     assert len(found) == max(1, round(DISCOVERY.fraction * LAYERS * NEURONS))
+
+
+def test_default_layer_window_keeps_the_layers_below_its_share():
+    from neurosteer.defaults import DiscoveryDefaults
+
+    window = DiscoveryDefaults(layer_share=20 / 24)
+    assert window.max_layer(24) == 19  # layers 0..19: 20 of 24
+    assert window.max_layer(28) == 23  # 23.3 layers: 0..23
+    assert window.max_layer(1) == 0
+    assert DiscoveryDefaults(layer_share=1.0).max_layer(3) == 2
+
+
+def test_default_window_leaves_later_layers_out(tokenizer):
+    model = tiny_model("llama", num_hidden_layers=6)
+    found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=50, score="selective")
+    from neurosteer.defaults import DISCOVERY
+
+    assert int(found.layers.max()) <= DISCOVERY.max_layer(6) < 5
+    wider = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=50, score="selective", max_layer=5)
+    assert int(wider.layers.max()) > DISCOVERY.max_layer(6)

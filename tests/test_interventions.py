@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from neurosteer.contrast import collect_contrast
+from neurosteer.defaults import DISCOVERY
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.interventions import INTERVENTIONS, BuildOptions, check_methods
 from neurosteer.methods import build_steerers
@@ -84,8 +85,10 @@ def test_strength_convention_is_shared(tokenizer):
     assert ablation.describe()["direction_layer"] == int(0.6 * model.config.num_hidden_layers)
 
 
-def test_one_pass_builds_every_method(tokenizer):
-    """Building all three methods runs each prompt through the model once."""
+@pytest.mark.parametrize("attributable", [False, True])
+def test_one_pass_builds_every_method(tokenizer, attributable):
+    """Building all three methods runs each prompt through the model once; the default neuron
+    selection's attribution score (where the behaviour has its metric) reads each once more."""
     model = tiny_model("qwen2")
     calls: list[int] = []
 
@@ -94,11 +97,15 @@ def test_one_pass_builds_every_method(tokenizer):
 
     handle = model.model.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=2)
+        built = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=2, attributable=attributable)
     finally:
         handle.remove()
     # The shared chat prefix runs once per side (one row), then every prompt once.
-    assert sum(calls) == len(POSITIVE) + len(NEGATIVE) + 2
+    statistics = len(POSITIVE) + len(NEGATIVE) + 2
+    attribution = len(POSITIVE) + len(NEGATIVE) if attributable else 0
+    assert sum(calls) == statistics + attribution
+    expected = DISCOVERY.score if attributable else DISCOVERY.statistics_score
+    assert built.neurons.method["score"] == expected
 
 
 def test_registry_errors_are_one_line():
@@ -181,3 +188,40 @@ def test_kernel_ablation_removes_the_component_only_where_weighted(tokenizer):
                 h.remove()
     assert float((seen[1] @ unit).abs().max()) < 1e-4
     assert float((seen[2] @ unit).abs().max()) > 1e-3
+
+
+def test_default_steering_is_the_documented_intervention_and_strength(tokenizer):
+    import neurosteer
+    from neurosteer.defaults import STEERING
+
+    model = tiny_model("llama")
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=6, score="selective")
+    unsteered = logits(model, tokenizer)
+    with neurosteer.default_steering(model, neurons):
+        steered = logits(model, tokenizer)
+    with INTERVENTIONS[STEERING.method](neurons).apply(model, STEERING.strength):
+        expected = logits(model, tokenizer)
+    with neurosteer.default_steering(model, neurons, strength=0.5 * STEERING.strength):
+        weaker = logits(model, tokenizer)
+    torch.testing.assert_close(steered, expected, atol=0, rtol=0)
+    assert not torch.allclose(steered, unsteered)
+    assert not torch.allclose(weaker, steered)
+    torch.testing.assert_close(logits(model, tokenizer), unsteered, atol=0, rtol=0)
+
+
+def test_kernel_ablation_builds_the_documented_point_at_any_depth(tokenizer):
+    from neurosteer.defaults import KERNEL
+    from neurosteer.interventions.kernel import KernelAblation
+
+    for layers in (3, 6):
+        model = tiny_model("qwen2", num_hidden_layers=layers)
+        contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE)
+        built = KernelAblation.build(model, contrast, BuildOptions())
+        last = layers - 1
+        assert built.direction_index == pytest.approx(KERNEL.direction_share * last)
+        for kernel, shares in ((built.attn, KERNEL.attn), (built.mlp, KERNEL.mlp)):
+            assert kernel.max_weight == shares[0] and kernel.min_weight == shares[2]
+            assert kernel.max_position == pytest.approx(shares[1] * last)
+            assert kernel.min_distance == pytest.approx(shares[3] * last)
+        moved = KernelAblation.build(model, contrast, BuildOptions(direction_layer=1))
+        assert moved.direction_index == 1.0

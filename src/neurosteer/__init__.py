@@ -11,6 +11,7 @@ from neurosteer.contrast import ContrastStats, collect_contrast
 from neurosteer.discovery import find_neurons, neurons_from_contrast
 from neurosteer.encoding import ChatPrompt
 from neurosteer.errors import NeurosteerError
+from neurosteer.interventions import default_steering
 from neurosteer.models import load_model
 from neurosteer.neuronset import NeuronSet
 from neurosteer.steering import steer
@@ -26,6 +27,7 @@ __all__ = [
     "bake",
     "bake_direction",
     "collect_contrast",
+    "default_steering",
     "find_neurons",
     "load_behaviour",
     "load_model",

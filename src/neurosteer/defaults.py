@@ -2,25 +2,66 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# The search's choice on Qwen2.5-Coder-0.5B-Instruct (runs/tune-0.5b, trial numbers in docs/results.md).
+TUNED_FRACTION = 0.0017
+TUNED_LAYER_SHARE = 20 / 24
+TUNED_METHOD = "patch"
+TUNED_STRENGTH = 1.12
+TUNED_KERNEL = {
+    "direction_share": 0.65,
+    # (max_weight, max_position share, min_weight, min_distance share)
+    "attn": (1.0, 0.8, 0.5, 0.3),
+    "mlp": (1.0, 0.8, 0.5, 0.3),
+}
 
 
 @dataclass(frozen=True)
 class DiscoveryDefaults:
-    """Chosen on the default model's validation split (see docs/refusal-defaults.md).
+    """How neurons are chosen unless told otherwise: the best point ``neurosteer tune`` found on
+    the default model's validation split under first-token KL 0.2 (docs/results.md, "Search").
 
-    The selective score at 0.1 % cut validation refusal from 54 % to 21 % at a first-token KL
-    of 0.13; the published mean-difference score at 0.1 % left refusal unchanged (59 %) at KL 0.62.
+    The attribution score needs a behaviour metric read from the model (refusal log-odds of the
+    first answer token); behaviours without one (CAA's A/B sets) and selections built from
+    statistics alone use ``statistics_score``. ``layer_share``: candidates come from the layers
+    below this share of the model's depth (the last layers mostly write the output, and steering
+    them costs fluency).
     """
 
-    fraction: float = 0.001
-    score: str = "selective"
+    fraction: float = TUNED_FRACTION
+    score: str = "attribution"
+    positions: int = 1
+    layer_share: float = TUNED_LAYER_SHARE
     skip_layers: int = 0
+    statistics_score: str = "selective"
+
+    def max_layer(self, n_layers: int) -> int:
+        """The last candidate layer of a model with ``n_layers`` layers (at least layer 0)."""
+        return max(0, math.ceil(self.layer_share * n_layers - 1e-9) - 1)
 
 
 @dataclass(frozen=True)
 class SteeringDefaults:
+    """The intervention applied to the default neuron set, and its strength (same search).
+    ``factor`` is the default of :func:`neurosteer.steer`, the scaling shortcut (0 ablates)."""
+
+    method: str = TUNED_METHOD
+    strength: float = TUNED_STRENGTH
     factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class KernelDefaults:
+    """The best directional-ablation point of the same search (heretic's parameterisation), in
+    shares of the last layer's index so that it carries over to other depths: the direction's
+    layer, and per written component the kernel's peak, its weight there, its reach and the
+    weight at its edge."""
+
+    direction_share: float = TUNED_KERNEL["direction_share"]
+    attn: tuple[float, float, float, float] = TUNED_KERNEL["attn"]
+    mlp: tuple[float, float, float, float] = TUNED_KERNEL["mlp"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +82,18 @@ class EvalDefaults:
     mmlu_per_subject: int = 10
 
 
+@dataclass(frozen=True)
+class DemoDefaults:
+    """``neurosteer demo``: all 100 JailbreakBench behaviours, fewer harmless prompts and shorter
+    answers than ``eval``, so that three conditions fit in ten minutes on two CPU cores."""
+
+    n_harmless: int = 50
+    max_new_tokens: int = 48
+
+
 DISCOVERY = DiscoveryDefaults()
 STEERING = SteeringDefaults()
+KERNEL = KernelDefaults()
+DEMO = DemoDefaults()
 RUN = RunDefaults()
 EVAL = EvalDefaults()

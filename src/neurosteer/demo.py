@@ -1,69 +1,89 @@
-"""The refusal demo: discover refusal neurons on the default model, ablate them, measure.
+"""The refusal demo: the default neuron steering next to directional ablation, on held-out prompts.
 
 Discovery uses harmful and harmless *training* prompts; the figures come from prompts never
-used to choose anything: the 100 JailbreakBench behaviours and harmless validation prompts.
+used to choose anything: the 100 JailbreakBench behaviours and harmless validation prompts. Three
+conditions answer them: the unsteered model, the documented default (attribution-ranked neurons
+moved toward their harmless mean, :data:`neurosteer.defaults.STEERING`), and the best
+directional-ablation point of the same search (:data:`neurosteer.defaults.KERNEL`).
 """
 
 from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer.atomic import atomic_path, check_writable
 from neurosteer.behaviours.prompted import REFUSAL
+from neurosteer.contrast import collect_contrast
 from neurosteer.defaults import EVAL, RUN, STEERING
-from neurosteer.discovery import find_neurons
+from neurosteer.discovery import default_selection
 from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.interventions import BuildOptions, KernelAblation, default_steering
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
 from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.neuronset import NeuronSet
-from neurosteer.steering import steer
 from neurosteer.validation import finite, whole
+
+CONDITIONS = ("unsteered", "neurons", "ablation")
+"""The demo's columns: no steering, the default neuron steering, directional ablation."""
 
 
 @dataclass
 class SetResult:
-    """Before/after figures and answers for one evaluation prompt set."""
+    """One evaluation prompt set: the answers of every condition and their figures."""
 
     name: str
     prompts: list[str]
-    before: list[str]
-    after: list[str]
-    refusal_before: float = 0.0
-    refusal_after: float = 0.0
-    quality_before: float = 0.0
-    quality_after: float = 0.0
-    degenerate_before: float = 0.0
-    degenerate_after: float = 0.0
+    answers: dict[str, list[str]]
 
-    def __post_init__(self) -> None:
-        self.refusal_before, self.refusal_after = refusal_rate(self.before), refusal_rate(self.after)
-        self.quality_before, self.quality_after = mean_ngram_quality(self.before), mean_ngram_quality(self.after)
-        self.degenerate_before = degenerate_rate(self.before)
-        self.degenerate_after = degenerate_rate(self.after)
+    def refusal(self, condition: str) -> float:
+        return refusal_rate(self.answers[condition])
+
+    def quality(self, condition: str) -> float:
+        return mean_ngram_quality(self.answers[condition])
+
+    def degenerate(self, condition: str) -> float:
+        return degenerate_rate(self.answers[condition])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prompts": len(self.prompts),
+            **{
+                condition: {
+                    "refusal": self.refusal(condition),
+                    "quality": self.quality(condition),
+                    "degenerate": self.degenerate(condition),
+                }
+                for condition in self.answers
+            },
+        }
 
 
 @dataclass
 class DemoResult:
     neurons: NeuronSet
-    factor: float
+    method: str
+    strength: float
+    ablation: dict[str, Any]
     sets: list[SetResult] = field(default_factory=list)
-    kl_harmless: float = 0.0
+    kl_harmless: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
             "neurons": len(self.neurons),
-            "method": self.neurons.method,
-            "factor": self.factor,
+            "selection": self.neurons.method,
+            "method": self.method,
+            "strength": self.strength,
+            "ablation": self.ablation,
             "kl_harmless_first_token": self.kl_harmless,
-            "sets": [
-                {k: v for k, v in asdict(s).items() if k not in ("prompts", "before", "after")} for s in self.sets
-            ],
+            "sets": [s.summary() for s in self.sets],
         }
 
 
@@ -74,15 +94,18 @@ def run_demo(
     *,
     n_train: int = RUN.n_train,
     n_eval: int = EVAL.n_harmful,
+    n_harmless: int | None = None,
     max_new_tokens: int = RUN.max_new_tokens,
     batch_size: int = RUN.batch_size,
-    factor: float = STEERING.factor,
+    strength: float = STEERING.strength,
     progress: bool = True,
 ) -> DemoResult:
-    """Discover, save, and compare answers before and after ablation; write everything to ``out_dir``.
+    """Discover, save, and answer the held-out prompts unsteered, with the default neuron steering
+    and with directional ablation; write everything to ``out_dir``.
 
-    The measures come from the same :class:`~neurosteer.evaluation.Evaluator` as ``eval`` and
-    ``sweep`` (refusal behaviour, JailbreakBench and harmless validation prompts).
+    One pass over the training prompts gives the statistics both methods are built from (plus the
+    attribution pass of the default score). The measures come from the same
+    :class:`~neurosteer.evaluation.Evaluator` as ``eval`` and ``sweep``.
     """
     for name, value in (
         ("n_train", n_train),
@@ -91,26 +114,42 @@ def run_demo(
         ("batch_size", batch_size),
     ):
         whole(name, value)
-    finite("factor", factor)
+    n_harmless = n_eval if n_harmless is None else whole("n_harmless", n_harmless)
+    finite("strength", strength)
     check_writable(out_dir, directory=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     harmful_train, harmless_train = REFUSAL.training_pair(n_train)
-    neurons = find_neurons(model, tokenizer, harmful_train, harmless_train, batch_size=batch_size, progress=progress)
+    contrast = collect_contrast(
+        model, tokenizer, harmful_train, harmless_train, batch_size=batch_size, progress=progress
+    )
+    neurons = default_selection(
+        model, tokenizer, harmful_train, harmless_train, contrast, batch_size=batch_size, progress=progress
+    )
     neurons.save(out_dir / "refusal_neurons.safetensors")
+    ablation = KernelAblation.build(model, contrast, BuildOptions())
     plan = EvalPlan(
         harmful_sets=["jailbreakbench"],
         n_harmful=n_eval,
-        n_harmless=n_eval,
+        n_harmless=n_harmless,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )
     evaluator = Evaluator(model, tokenizer, plan, behaviour=REFUSAL, progress=progress)
-    before = evaluator.run(nullcontext(), label="unsteered")
-    after = evaluator.run(steer(model, neurons, factor=factor), label="ablated")
-    result = DemoResult(neurons=neurons, factor=factor, kl_harmless=after.metrics["kl"])
-    for name in before.records:
-        prompts = [r["prompt"] for r in before.records[name]]
-        result.sets.append(SetResult(name, prompts, before.answers[name], after.answers[name]))
+    cells = {
+        "unsteered": evaluator.run(nullcontext(), label="unsteered"),
+        "neurons": evaluator.run(default_steering(model, neurons, strength), label="neurons"),
+        "ablation": evaluator.run(ablation.apply(model, 1.0), label="ablation"),
+    }
+    result = DemoResult(
+        neurons=neurons,
+        method=STEERING.method,
+        strength=strength,
+        ablation=ablation.describe(),
+        kl_harmless={name: cell.metrics["kl"] for name, cell in cells.items() if name != "unsteered"},
+    )
+    for name in cells["unsteered"].records:
+        prompts = [r["prompt"] for r in cells["unsteered"].records[name]]
+        result.sets.append(SetResult(name, prompts, {c: cells[c].answers[name] for c in CONDITIONS}))
     write_outputs(result, out_dir)
     return result
 
@@ -120,7 +159,6 @@ def write_outputs(result: DemoResult, out_dir: Path) -> None:
         tmp.write_text(json.dumps(result.summary(), indent=2) + "\n")
     with atomic_path(out_dir / "answers.jsonl") as tmp, tmp.open("w") as handle:
         for s in result.sets:
-            for prompt, before, after in zip(s.prompts, s.before, s.after, strict=True):
-                handle.write(
-                    json.dumps({"set": s.name, "prompt": prompt, "unsteered": before, "ablated": after}) + "\n"
-                )
+            for i, prompt in enumerate(s.prompts):
+                record = {"set": s.name, "prompt": prompt, **{c: s.answers[c][i] for c in s.answers}}
+                handle.write(json.dumps(record) + "\n")

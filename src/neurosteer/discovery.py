@@ -16,7 +16,7 @@ from neurosteer.defaults import DISCOVERY
 from neurosteer.encoding import Prompt
 from neurosteer.errors import SettingsError
 from neurosteer.neuronset import ModelSignature, NeuronSet
-from neurosteer.scores import Score, make_score, neuron_scores
+from neurosteer.scores import SCORES, Score, check_score, make_score, neuron_scores
 from neurosteer.stats import RunningStats
 from neurosteer.validation import finite, whole
 
@@ -77,6 +77,38 @@ def rank(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> tuple[torch.Ten
     return order // width, order % width
 
 
+def configured_score(score: str | Score | None, positions: int | None = None) -> Score:
+    """``score`` (default ``DISCOVERY.score``) as an object; a score read at several positions
+    gets ``positions`` (default ``DISCOVERY.positions``)."""
+    if isinstance(score, Score):
+        return score
+    name = score or DISCOVERY.score
+    check_score(name)
+    positions = DISCOVERY.positions if positions is None else whole("positions", positions)
+    return make_score(name, **({"positions": positions} if "positions" in SCORES[name].__dataclass_fields__ else {}))
+
+
+def default_selection(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    positive: Sequence[Prompt],
+    negative: Sequence[Prompt],
+    contrast: ContrastStats,
+    *,
+    attributable: bool = True,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> NeuronSet:
+    """The documented default neuron set from already-collected statistics: the default score
+    (one attribution pass over ``positive`` and ``negative``) where the behaviour has its metric,
+    else the statistics score; default fraction and layer window either way."""
+    score = configured_score(None)
+    if not (attributable and score.needs_model):
+        return neurons_from_contrast(model, contrast, DISCOVERY.statistics_score)
+    matrix = score.from_model(model, tokenizer, positive, negative, batch_size=batch_size, progress=progress)
+    return neurons_from_contrast(model, contrast, score, matrix=matrix)
+
+
 def find_neurons(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -89,9 +121,10 @@ def find_neurons(
     skip_layers: int | None = None,
     score: ScoreName | Score | None = None,
     drop_universal: float | None = None,
+    max_layer: int | None = None,
     chat_template: bool = True,
     padding_side: str = "left",
-    positions: int = 1,
+    positions: int | None = None,
     progress: bool = False,
 ) -> NeuronSet:
     """Find the MLP neurons whose last-token activations separate ``positive`` from ``negative``.
@@ -108,16 +141,21 @@ def find_neurons(
         skip_layers: leave the first layers out of the selection.
         score: a name from :data:`neurosteer.scores.SCORES` (``"mean_diff"``, ``"standardized"``,
             ``"selective"``, ``"attribution"``) or a parameterised :class:`~neurosteer.scores.Score`.
+            The default, ``"attribution"``, attributes the first-token refusal log-odds: right for
+            refusal and other prompt pairs judged by refusal; for a behaviour without that metric
+            pass a statistics score (``"selective"``).
         drop_universal: quantile above which neurons with large activations on every prompt
             are left out (``None`` keeps them).
+        max_layer: the last layer whose neurons may be chosen (default: the layers below
+            ``DISCOVERY.layer_share`` of the depth).
         positions: for ``score="attribution"`` given by name, how many of each prompt's last
-            tokens are attributed (1: the last token; 5 covers Qwen's ``<|im_end|>⏎<|im_start|>assistant⏎``).
+            tokens are attributed (1: the last token; 5 covers Qwen's ``<|im_end|>⏎<|im_start|>assistant⏎``;
+            default ``DISCOVERY.positions``).
 
     Returns:
         A :class:`NeuronSet` sorted by |score|, largest first.
     """
-    whole("positions", positions)
-    chosen = make_score(score or DISCOVERY.score, **({"positions": positions} if score == "attribution" else {}))
+    chosen = configured_score(score, positions)
     contrast = collect_contrast(
         model,
         tokenizer,
@@ -140,6 +178,7 @@ def find_neurons(
         fraction=fraction,
         top_k=top_k,
         skip_layers=skip_layers,
+        max_layer=max_layer,
         drop_universal=drop_universal,
         matrix=matrix,
     )
@@ -159,10 +198,18 @@ def neurons_from_contrast(
 ) -> NeuronSet:
     """A neuron set from collected statistics, with no forward pass (``matrix``: precomputed
     scores, for a score that runs the model). Only layers ``skip_layers .. max_layer`` (inclusive)
-    are candidates."""
-    chosen = make_score(score or DISCOVERY.score)
+    are candidates (``max_layer`` by default: below ``DISCOVERY.layer_share`` of the depth).
+    Without a score: ``DISCOVERY.score`` when ``matrix`` holds its values, else the statistics
+    score ``DISCOVERY.statistics_score``."""
+    chosen = make_score(score or (DISCOVERY.score if matrix is not None else DISCOVERY.statistics_score))
+    if chosen.needs_model and matrix is None:
+        raise SettingsError(
+            f"the {chosen.name} score runs the model; compute its matrix (Score.from_model) and pass it as "
+            "matrix=, or call find_neurons"
+        )
     skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
     lay = layout(model)
+    max_layer = DISCOVERY.max_layer(lay.n_layers) if max_layer is None else max_layer
     contrast.check_compatible(model, lay)
     k = count_to_keep(lay.n_neurons, fraction, top_k)
     check_filters(lay.n_layers, skip_layers, drop_universal, max_layer)

@@ -35,6 +35,7 @@ def generate(
     the prefix, its padding, and the prompt's own tokens, with positions counted over real tokens.
     """
     whole("max_new_tokens", max_new_tokens)
+    whole("batch_size", batch_size)
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model, reserve=max_new_tokens)
     pad = pad_token_id(tokenizer)
     answers: list[str] = [""] * len(prompts)

@@ -15,12 +15,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from neurosteer.contrast import ContrastStats, collect_contrast
+from neurosteer.discovery import default_selection
 from neurosteer.errors import SettingsError
 from neurosteer.interventions import (
     INTERVENTIONS,
     BuildOptions,
     Intervention,
-    NeuronScaling,
     check_methods,
     default_layer,
 )
@@ -49,7 +49,7 @@ class Steerers:
     @property
     def neurons(self) -> NeuronSet | None:
         """The neuron set of the neuron-scaling method, when it was built."""
-        found = [i for i in self.interventions.values() if isinstance(i, NeuronScaling)]
+        found = [i for i in self.interventions.values() if i.selects_neurons]
         return found[0].neurons if found else None
 
 
@@ -64,13 +64,29 @@ def build_steerers(
     direction_layer: int | None = None,
     caa_layer: int | None = None,
     batch_size: int = 16,
+    attributable: bool = True,
     progress: bool = False,
 ) -> Steerers:
-    """Read ``positive`` and ``negative`` once and build every method in ``methods`` from it."""
+    """Read ``positive`` and ``negative`` once and build every method in ``methods`` from it.
+
+    Methods that steer neurons share one set: ``neurons``, or the documented default selection
+    (:func:`~neurosteer.discovery.default_selection`; its attribution pass runs only where the
+    behaviour is ``attributable``)."""
     check_methods(list(methods))
     if neurons is not None:
         neurons.check_compatible(model)
     contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=batch_size, progress=progress)
+    if neurons is None and any(INTERVENTIONS[name].selects_neurons for name in methods):
+        neurons = default_selection(
+            model,
+            tokenizer,
+            positive,
+            negative,
+            contrast,
+            attributable=attributable,
+            batch_size=batch_size,
+            progress=progress,
+        )
     options = BuildOptions(neurons=neurons, direction_layer=direction_layer, caa_layer=caa_layer)
     built = {name: INTERVENTIONS[name].build(model, contrast, options) for name in methods}
     return Steerers(contrast, built)

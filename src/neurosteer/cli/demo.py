@@ -22,7 +22,7 @@ from neurosteer.cli.common import (
     settings_from,
 )
 from neurosteer.console import console, plain, safe
-from neurosteer.defaults import EVAL, STEERING
+from neurosteer.defaults import DEMO, EVAL, STEERING
 from neurosteer.validation import finite
 
 
@@ -37,67 +37,79 @@ def demo(
     n_train: Annotated[
         int | None, typer.Option(help="Harmful and harmless training prompts each (setting n_train).")
     ] = None,
-    n_eval: Annotated[int, typer.Option(help="Evaluation prompts per set.")] = EVAL.n_harmful,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer (setting max_new_tokens).")] = None,
+    n_eval: Annotated[int, typer.Option(help="JailbreakBench prompts to answer (of 100).")] = EVAL.n_harmful,
+    n_harmless: Annotated[int, typer.Option(help="Harmless validation prompts to answer.")] = DEMO.n_harmless,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = DEMO.max_new_tokens,
     batch_size: BatchOpt = None,
-    factor: Annotated[float, typer.Option(help="Steering factor (0 ablates).")] = STEERING.factor,
+    strength: Annotated[
+        float, typer.Option(help=f"Strength of the neuron steering ({STEERING.method}; default {STEERING.strength:g}).")
+    ] = STEERING.strength,
     device: DeviceOpt = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Discover refusal neurons, ablate them, and compare refusal before and after."""
-    from neurosteer.demo import run_demo
+    """Find refusal neurons, steer them, and compare refusal with the unsteered model and directional ablation."""
+    from neurosteer.demo import CONDITIONS, run_demo
+    from neurosteer.metrics.refusal import is_refusal
 
-    finite("--factor", factor)
+    finite("--strength", strength)
     check_writable(out, directory=True)
-    settings = settings_from(
-        config, model=model, n_train=n_train, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device
-    )
+    settings = settings_from(config, model=model, n_train=n_train, batch_size=batch_size, device=device)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
-    n_train = settings.n_train
     result = run_demo(
         lm,
         tokenizer,
         out,
-        n_train=n_train,
+        n_train=settings.n_train,
         n_eval=n_eval,
-        max_new_tokens=settings.max_new_tokens,
+        n_harmless=n_harmless,
+        max_new_tokens=max_new_tokens,
         batch_size=settings.batch_size,
-        factor=factor,
+        strength=strength,
         progress=progress,
     )
     layers = result.neurons.count_by_layer()
+    selection = result.neurons.method
     console.print(
         f"\n[bold]{len(result.neurons)} refusal neurons[/bold] over {len(layers)} layers "
-        f"({result.neurons.method.get('score')}, from {n_train} harmful + {n_train} harmless training prompts); "
-        f"steering factor {factor:g}"
+        f"({selection.get('score')} score, layers up to {selection.get('max_layer')}, from {settings.n_train} harmful "
+        f"+ {settings.n_train} harmless training prompts), {result.method} at strength {result.strength:g}; "
+        f"directional ablation: the direction at layer {result.ablation['direction_index']:.1f}, per-layer weights"
     )
-    table = Table(title="refusal before and after steering (greedy, marker-judged)")
-    for column in ("prompt set", "refusal before", "refusal after", "4-gram quality after", "degenerate after"):
-        table.add_column(column, justify="left" if column == "prompt set" else "right")
+    table = Table(
+        title=f"refusal (greedy, {max_new_tokens} tokens, marker-judged) on prompts never used to choose anything"
+    )
+    table.add_column("prompt set")
+    for condition in CONDITIONS:
+        table.add_column(f"refusal: {condition}", justify="right")
+    table.add_column("quality / degenerate: neurons", justify="right")
+    table.add_column("quality / degenerate: ablation", justify="right")
     for s in result.sets:
         table.add_row(
             f"{s.name} ({len(s.prompts)})",
-            f"{s.refusal_before:.0%}",
-            f"{s.refusal_after:.0%}",
-            f"{s.quality_after:.3f}",
-            f"{s.degenerate_after:.0%}",
+            *(f"{s.refusal(c):.0%}" for c in CONDITIONS),
+            *(f"{s.quality(c):.3f} / {s.degenerate(c):.0%}" for c in ("neurons", "ablation")),
         )
     console.print(table)
-    console.print(f"first-token KL on harmless prompts (steered vs unsteered): {result.kl_harmless:.3f}")
+    console.print(
+        "first-token KL on harmless prompts (steered vs unsteered): "
+        + ", ".join(f"{name} {kl:.3f}" for name, kl in result.kl_harmless.items())
+    )
     examples = Table(title="examples", show_lines=True, expand=True)
     examples.add_column("prompt", ratio=1)
-    examples.add_column("unsteered", ratio=2)
-    examples.add_column("steered", ratio=2)
-    harmful = result.sets[0]
-    from neurosteer.metrics.refusal import is_refusal
-
+    for condition in CONDITIONS:
+        examples.add_column(condition, ratio=2)
+    harmful, harmless = result.sets[0], result.sets[1]
     flipped = [
-        i for i in range(len(harmful.prompts)) if is_refusal(harmful.before[i]) and not is_refusal(harmful.after[i])
+        i
+        for i in range(len(harmful.prompts))
+        if is_refusal(harmful.answers["unsteered"][i]) and not is_refusal(harmful.answers["neurons"][i])
     ]
-    for i in (flipped or list(range(len(harmful.prompts))))[:1]:
-        examples.add_row(plain(harmful.prompts[i]), plain(harmful.before[i]), plain(harmful.after[i]))
-    harmless = result.sets[1]
-    examples.add_row(plain(harmless.prompts[0]), plain(harmless.before[0]), plain(harmless.after[0]))
+    for s, i in [(harmful, (flipped or [0])[0]), (harmless, 0)]:
+        examples.add_row(plain(s.prompts[i]), *(plain(s.answers[c][i]) for c in CONDITIONS))
     console.print(examples)
+    console.print(
+        "Markers count refusals, not whether an answer does what was asked; read answers.jsonl "
+        "(docs/results.md has a judge-model count)."
+    )
     console.print(f"neuron set, answers and summary written to {safe(out)}/")

@@ -59,8 +59,17 @@ def discover(
         typer.Option(help=f"mean_diff, standardized, selective or attribution (default {DISCOVERY.score})."),
     ] = None,
     positions: Annotated[
-        int, typer.Option(help="attribution: how many of each prompt's last tokens are attributed.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            help=f"attribution: how many of each prompt's last tokens are attributed (default {DISCOVERY.positions})."
+        ),
+    ] = None,
+    max_layer: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Last layer whose neurons may be chosen (default: below {DISCOVERY.layer_share:.0%} of the depth)."
+        ),
+    ] = None,
     skip_layers: Annotated[
         int | None, typer.Option(help=f"Leave the first N layers out (default {DISCOVERY.skip_layers}).")
     ] = None,
@@ -101,7 +110,10 @@ def discover(
     else:
         from neurosteer.behaviours import load_behaviour
 
-        pos, neg = load_behaviour(settings.behaviour).training_pair(settings.n_train)
+        chosen = load_behaviour(settings.behaviour)
+        pos, neg = chosen.training_pair(settings.n_train)
+        if score is None and not chosen.attributable:
+            score = DISCOVERY.statistics_score  # the default score's metric is refusal's
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     neurons = find_neurons(
         lm,
@@ -113,6 +125,7 @@ def discover(
         score=score,
         skip_layers=skip_layers,
         drop_universal=drop_universal,
+        max_layer=max_layer,
         positions=positions,
         batch_size=settings.batch_size,
         chat_template=settings.chat_template,

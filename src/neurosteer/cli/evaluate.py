@@ -187,6 +187,7 @@ def evaluate(
             methods=[method],
             neurons=selected,
             batch_size=plan.batch_size,
+            attributable=chosen.attributable,
             progress=progress,
         )
         steering = steerers.apply(lm, method, strength)

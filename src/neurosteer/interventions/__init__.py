@@ -7,13 +7,18 @@ entry in :data:`INTERVENTIONS`. Nothing else in the code branches on a method's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
+from torch import nn
+
+from neurosteer.defaults import STEERING
 from neurosteer.errors import SettingsError
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.kernel import Kernel, KernelAblation
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.patching import NeuronPatching
 from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
+from neurosteer.neuronset import NeuronSet
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
     cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching, KernelAblation)
@@ -31,6 +36,13 @@ def check_methods(names: Sequence[str]) -> list[str]:
     if not names:
         raise SettingsError(f"no method given; choose from {', '.join(INTERVENTIONS)}")
     return list(names)
+
+
+def default_steering(model: nn.Module, neurons: NeuronSet, strength: float | None = None) -> AbstractContextManager:
+    """Steer ``neurons`` with the documented default intervention and strength
+    (:data:`neurosteer.defaults.STEERING`; ``strength`` overrides it) while the block runs."""
+    chosen = INTERVENTIONS[STEERING.method]
+    return chosen(neurons).apply(model, STEERING.strength if strength is None else strength)
 
 
 def intervention_class(name: str) -> type[Intervention]:
@@ -51,5 +63,6 @@ __all__ = [
     "NeuronScaling",
     "check_methods",
     "default_layer",
+    "default_steering",
     "intervention_class",
 ]

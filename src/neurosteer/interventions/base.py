@@ -49,6 +49,8 @@ class Intervention(ABC):
     """What a sweep runs unless told otherwise."""
     compared_by_default: ClassVar[bool] = True
     """Whether a sweep runs it when no methods are named."""
+    selects_neurons: ClassVar[bool] = False
+    """Whether it steers a neuron set (then built from ``BuildOptions.neurons`` when given)."""
 
     @classmethod
     @abstractmethod

@@ -22,10 +22,10 @@ from neurosteer.architectures import Layout, layout
 from neurosteer.bake import _check_in_memory, _edit, writer_linears
 from neurosteer.baselines import _projection_hook, unit_direction
 from neurosteer.contrast import ContrastStats
+from neurosteer.defaults import KERNEL
 from neurosteer.errors import SettingsError
 from neurosteer.hooks import installed_hooks
 from neurosteer.interventions.base import BuildOptions, Intervention
-from neurosteer.interventions.residual import default_layer
 from neurosteer.validation import finite
 
 
@@ -44,6 +44,13 @@ class Kernel:
             finite(name, getattr(self, name))
         if self.min_distance <= 0:
             raise SettingsError(f"min_distance must be positive, got {self.min_distance}")
+
+    @classmethod
+    def scaled(cls, shares: tuple[float, float, float, float], last: int) -> Kernel:
+        """A kernel from ``(max_weight, max_position, min_weight, min_distance)`` with the position
+        and the distance given as shares of the last layer's index ``last``."""
+        max_weight, position, min_weight, distance = shares
+        return cls(max_weight, position * last, min_weight, max(distance * last, 1e-6))
 
     def weights(self, n_layers: int) -> torch.Tensor:
         distance = (torch.arange(n_layers, dtype=torch.float64) - self.max_position).abs()
@@ -76,12 +83,13 @@ class KernelAblation(Intervention):
 
     @classmethod
     def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> KernelAblation:
-        """Without a search, a flat kernel (weight 1 at every layer) and the default direction layer."""
+        """The documented point (:data:`neurosteer.defaults.KERNEL`, the best of a search on the
+        default model, scaled to this model's depth); ``options.direction_layer`` replaces its
+        direction."""
         contrast.check_compatible(model)
-        index = float(
-            default_layer(contrast.model.n_layers) if options.direction_layer is None else options.direction_layer
-        )
-        return cls.from_params(contrast, index, Kernel(), Kernel())
+        last = contrast.model.n_layers - 1
+        index = KERNEL.direction_share * last if options.direction_layer is None else float(options.direction_layer)
+        return cls.from_params(contrast, index, Kernel.scaled(KERNEL.attn, last), Kernel.scaled(KERNEL.mlp, last))
 
     @classmethod
     def from_params(cls, contrast: ContrastStats, index: float, attn: Kernel, mlp: Kernel) -> KernelAblation:

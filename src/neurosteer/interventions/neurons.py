@@ -20,6 +20,7 @@ class NeuronScaling(Intervention):
     name: ClassVar[str] = "cna"
     strength_meaning: ClassVar[str] = "neurons scaled by 1 - strength (1 ablates, 2 flips, -1 doubles them)"
     default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 0.5, 1.0, 1.5, 2.0)
+    selects_neurons: ClassVar[bool] = True
 
     neurons: NeuronSet
 

@@ -1,0 +1,63 @@
+"""What each ingredient of the chosen neuron recipe contributes: change one, keep the rest.
+
+Takes the neuron trial a finished search chose (as ``experiments/tune_heldout.py`` chooses it,
+or ``--trial N``) and re-measures it on the search's own validation screen and KL prompts with
+one ingredient changed at a time: the score (attribution against the correlational scores, same
+number of neurons), the attributed positions (1 against 5), the intervention (patching toward
+the harmless mean against scaling at the same strength, and plain ablation), and the layer
+window (none). Validation data only; nothing here is held out.
+
+    python experiments/tune_recipe.py runs/tune-0.5b [--trial N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import neurosteer
+from neurosteer.tuning import FixedTrial, NeuronSpace, TuneConfig, context, trial_rows
+
+from tune_heldout import chosen
+
+
+def variants(params: dict, n_layers: int) -> dict[str, dict]:
+    """The chosen parameters and each one-ingredient change of them."""
+    found = {"chosen": params}
+    for score in ("selective", "mean_diff", "standardized"):
+        if params["score"] != score:
+            found[f"score {score}"] = {k: v for k, v in params.items() if k != "positions"} | {"score": score}
+    if params["score"] == "attribution":
+        other = 5 if params["positions"] == 1 else 1
+        found[f"positions {other}"] = params | {"positions": other}
+    other_method = "cna" if params["method"] == "patch" else "patch"
+    found[f"method {other_method}, same strength"] = params | {"method": other_method}
+    found["method cna, strength 1 (ablate)"] = params | {"method": "cna", "strength": 1.0}
+    found["no layer window"] = params | {"max_layer": n_layers - 1}
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("search", type=Path)
+    parser.add_argument("--trial", type=int, default=None)
+    args = parser.parse_args()
+    config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
+    model, tokenizer = neurosteer.load_model(config.model)
+    trials = trial_rows(args.search, config)["neurons"]
+    row = next(r for r in trials if r["trial"] == args.trial) if args.trial is not None else chosen(trials, config)
+    ctx = context(model, tokenizer, config, args.search)
+    unsteered, _ = ctx.measure(nullcontext())
+    print(f"neuron trial {row['trial']}: {row['params']}; unsteered screen {unsteered:.3f}")
+    print("| variant | neurons | screen | KL |")
+    print("| --- | --- | --- | --- |")
+    for name, params in variants(row["params"], ctx.contrast.model.n_layers).items():
+        intervention, strength = NeuronSpace().suggest(FixedTrial(params), ctx)
+        value, kl = ctx.measure(intervention.apply(model, strength))
+        print(f"| {name} | {len(intervention.neurons)} | {value:.3f} | {kl:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
