@@ -21,7 +21,6 @@ from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.metrics.refusal import refusal_rate
 from neurosteer.tuning import TuneConfig, candidates, rebuild, trial_rows
 
-
 HERETIC_SAW = 61
 
 
@@ -68,6 +67,7 @@ def main() -> None:
     evaluator = Evaluator(model, tokenizer, plan, behaviour=config.behaviour, judge=judge)
     evaluator.harmless = evaluator.harmless[config.n_harmless :]
     evaluator.evaluation.negative = evaluator.evaluation.negative[config.n_harmless :]
+
     def measured(steering, label: str) -> dict:
         cell = evaluator.run(steering, label=label)
         # heretic's search read the first 61 JailbreakBench behaviours; the rest neither tool saw.
@@ -85,7 +85,8 @@ def main() -> None:
         results[f"{space}:{row['trial']}"] = {**metrics, "params": row["params"], "validation_kl": row["kl"]}
     out = args.search / "heldout.json"
     out.write_text(json.dumps(results, indent=1))
-    keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal", "quality", "degenerate", "kl"]
+    keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal"]
+    keys += ["quality", "degenerate", "kl"]
     keys += [k for k in next(iter(results.values())) if k.startswith("judge_")]
     print("| point | " + " | ".join(keys) + " |")
     print("|" + " --- |" * (len(keys) + 1))

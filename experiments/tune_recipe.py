@@ -17,10 +17,10 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
+from tune_heldout import chosen
+
 import neurosteer
 from neurosteer.tuning import FixedTrial, NeuronSpace, TuneConfig, context, trial_rows
-
-from tune_heldout import chosen
 
 
 def variants(params: dict, n_layers: int) -> dict[str, dict]:
