@@ -1,0 +1,35 @@
+"""The demo's job on a tiny model: three conditions on the same held-out prompts, written out."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from neurosteer.defaults import DISCOVERY, STEERING
+from neurosteer.demo import CONDITIONS, run_demo
+from neurosteer.metrics.refusal import refusal_rate
+
+from tiny import tiny_model
+
+
+def test_demo_answers_every_set_in_every_condition_and_writes_them(tokenizer, tmp_path):
+    model = tiny_model("qwen2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_demo(
+        model, tokenizer, tmp_path, n_train=6, n_eval=3, n_harmless=2, max_new_tokens=4, batch_size=4, progress=False
+    )
+    assert [s.name for s in result.sets] == ["jailbreakbench", "harmless_val"]
+    assert [len(s.prompts) for s in result.sets] == [3, 2]
+    assert result.method == STEERING.method and result.strength == STEERING.strength
+    assert result.neurons.method["score"] == DISCOVERY.score
+    assert set(result.kl_harmless) == {"neurons", "ablation"}
+    assert all(kl > 0 for kl in result.kl_harmless.values())
+    # the model is unchanged afterwards: every condition ran under hooks
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["sets"][0]["unsteered"]["refusal"] == refusal_rate(result.sets[0].answers["unsteered"])
+    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(records) == 5
+    assert all(set(CONDITIONS) <= set(r) for r in records)
+    assert (tmp_path / "refusal_neurons.safetensors").is_file()
