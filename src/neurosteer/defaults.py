@@ -5,23 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# The search's choice on Qwen2.5-Coder-0.5B-Instruct (runs/tune-0.5b, trial numbers in docs/results.md).
-TUNED_FRACTION = 0.0017
-TUNED_LAYER_SHARE = 20 / 24
-TUNED_METHOD = "patch"
-TUNED_STRENGTH = 1.12
-TUNED_KERNEL = {
-    "direction_share": 0.65,
-    # (max_weight, max_position share, min_weight, min_distance share)
-    "attn": (1.0, 0.8, 0.5, 0.3),
-    "mlp": (1.0, 0.8, 0.5, 0.3),
-}
-
 
 @dataclass(frozen=True)
 class DiscoveryDefaults:
     """How neurons are chosen unless told otherwise: the best point ``neurosteer tune`` found on
-    the default model's validation split under first-token KL 0.2 (docs/results.md, "Search").
+    the default model's validation split under first-token KL 0.2 (docs/results.md, "Search":
+    trial 16 of ``runs/tune-0.5b``, 200 neurons in layers 0-19 of 24).
 
     The attribution score needs a behaviour metric read from the model (refusal log-odds of the
     first answer token); behaviours without one (CAA's A/B sets) and selections built from
@@ -30,10 +19,10 @@ class DiscoveryDefaults:
     them costs fluency).
     """
 
-    fraction: float = TUNED_FRACTION
+    fraction: float = 0.001712
     score: str = "attribution"
     positions: int = 1
-    layer_share: float = TUNED_LAYER_SHARE
+    layer_share: float = 20 / 24
     skip_layers: int = 0
     statistics_score: str = "selective"
 
@@ -47,8 +36,8 @@ class SteeringDefaults:
     """The intervention applied to the default neuron set, and its strength (same search).
     ``factor`` is the default of :func:`neurosteer.steer`, the scaling shortcut (0 ablates)."""
 
-    method: str = TUNED_METHOD
-    strength: float = TUNED_STRENGTH
+    method: str = "patch"
+    strength: float = 1.1206
     factor: float = 0.0
 
 
@@ -59,9 +48,10 @@ class KernelDefaults:
     layer, and per written component the kernel's peak, its weight there, its reach and the
     weight at its edge."""
 
-    direction_share: float = TUNED_KERNEL["direction_share"]
-    attn: tuple[float, float, float, float] = TUNED_KERNEL["attn"]
-    mlp: tuple[float, float, float, float] = TUNED_KERNEL["mlp"]
+    direction_share: float = 0.7891
+    # (max_weight, max_position share, min_weight, min_distance share); trial 2 of the search
+    attn: tuple[float, float, float, float] = (1.409, 0.9914, 1.126, 0.3003)
+    mlp: tuple[float, float, float, float] = (1.3464, 0.6473, 0.8616, 0.1233)
 
 
 @dataclass(frozen=True)
