@@ -122,3 +122,22 @@ def test_export_a_trial(searched, cli_workspace, tmp_path):
         invoke("tune", "--out", tmp_path / "t", "-m", saved, "--spaces", "neurons,heretic"), "unknown search space"
     )
     assert_one_line_error(invoke("tune", "--out", tmp_path / "t", "-m", saved, "-b", "sycophancy", "--trials", "0"))
+
+
+def test_cli_search_prints_its_fronts_and_confirmed_measures(cli_workspace, tmp_path):
+    """``neurosteer tune`` end to end on a saved tiny model: the table of spaces, and the confirmed
+    candidates as one column each (measures as rows, readable in a narrow terminal)."""
+    from tiny import tiny_tokenizer
+
+    saved = tmp_path / "gpt2"
+    tiny_model("gpt2").save_pretrained(saved)
+    tiny_tokenizer().save_pretrained(saved)
+    options = ["--trials", "3", "--n-train", "6", "--n-screen", "3", "--n-harmless", "3", "--batch-size", "8"]
+    options += ["--confirm", "1", "--confirm-tokens", "4", "--max-kl", "1000", "--no-progress"]
+    result = invoke("tune", "--out", tmp_path / "search", "-m", saved, *options)
+    assert result.exit_code == 0, result.output
+    assert "confirmed" in result.output
+    for measure in ("refusal_harmless", "degenerate", "screen KL"):
+        assert measure in result.output
+    stored = json.loads((tmp_path / "search" / "confirmed.json").read_text())
+    assert len(stored) == 2  # one candidate per space

@@ -123,11 +123,16 @@ def tune(
     console.print(table)
     confirmed = [r for trials_done in rows.values() for r in trials_done if any(k.startswith("confirmed_") for k in r)]
     if confirmed:
-        columns = sorted({k for r in confirmed for k in r if k.startswith("confirmed_")} - {"confirmed_seconds"})
-        check = Table("trial", "screen", "KL", *(c.removeprefix("confirmed_") for c in columns), title="confirmed")
-        for r in confirmed:
-            values = (f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns)
-            check.add_row(f"{r['space']}:{r['trial']}", f"{r['behaviour']:.3f}", f"{r['kl']:.3f}", *values)
+        # one column per confirmed trial, one row per measure: stays readable in a narrow terminal
+        measures = sorted({k for r in confirmed for k in r if k.startswith("confirmed_")} - {"confirmed_seconds"})
+        check = Table("measure", *(f"{r['space']}:{r['trial']}" for r in confirmed), title="confirmed")
+        check.add_row("screen", *(f"{r['behaviour']:.3f}" for r in confirmed))
+        check.add_row("screen KL", *(f"{r['kl']:.3f}" for r in confirmed))
+        for measure in measures:
+            values = (
+                f"{r[measure]:.3f}" if isinstance(r.get(measure), float) else str(r.get(measure, "")) for r in confirmed
+            )
+            check.add_row(measure.removeprefix("confirmed_"), *values)
         console.print(check)
     console.print(plain(f"report: {out / 'tune.html'}; export a trial with 'neurosteer tune-export'"))
 
