@@ -34,6 +34,7 @@ def pareto_png(rows: dict[str, list[dict[str, Any]]], target: str, unsteered: fl
         ax.plot([p[0] for p in front], [p[1] for p in front], marker="o", color=points.get_facecolor()[0], label=space)
     ax.axhline(unsteered, color="grey", linestyle=":", label="unsteered")
     ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(left=0)  # KL is never negative; symlog would otherwise show a negative decade
     ax.set_xlabel("first-token KL on harmless prompts")
     ax.set_ylabel(f"{target} (validation)")
     ax.set_title("search: every trial, and each space's Pareto front")
