@@ -68,8 +68,11 @@ def main() -> None:
     evaluator.harmless = evaluator.harmless[config.n_harmless :]
     evaluator.evaluation.negative = evaluator.evaluation.negative[config.n_harmless :]
 
+    answers: dict[str, dict] = {}
+
     def measured(steering, label: str) -> dict:
         cell = evaluator.run(steering, label=label)
+        answers[label] = cell.records
         # heretic's search read the first 61 JailbreakBench behaviours; the rest neither tool saw.
         unseen = [r["answer"] for r in cell.records["jailbreakbench"][HERETIC_SAW:]]
         return {**cell.metrics, "refusal_jbb_unseen": refusal_rate(unseen)}
@@ -85,6 +88,7 @@ def main() -> None:
         results[f"{space}:{row['trial']}"] = {**metrics, "params": row["params"], "validation_kl": row["kl"]}
     out = args.search / "heldout.json"
     out.write_text(json.dumps(results, indent=1))
+    (args.search / "heldout-answers.json").write_text(json.dumps(answers, indent=1))
     keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal"]
     keys += ["quality", "degenerate", "kl"]
     keys += [k for k in next(iter(results.values())) if k.startswith("judge_")]
