@@ -75,7 +75,7 @@ def main() -> None:
         answers[label] = cell.records
         # heretic's search read the first 61 JailbreakBench behaviours; the rest neither tool saw.
         unseen = [r["answer"] for r in cell.records["jailbreakbench"][HERETIC_SAW:]]
-        return {**cell.metrics, "refusal_jbb_unseen": refusal_rate(unseen)}
+        return {**cell.metrics, **({"refusal_jbb_unseen": refusal_rate(unseen)} if unseen else {})}
 
     results = {"unsteered": measured(nullcontext(), "unsteered")}
     for space, trials in rows.items():
@@ -91,6 +91,7 @@ def main() -> None:
     (args.search / "heldout-answers.json").write_text(json.dumps(answers, indent=1))
     keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal"]
     keys += ["quality", "degenerate", "kl"]
+    keys = [k for k in keys if k in results["unsteered"]]
     keys += [k for k in next(iter(results.values())) if k.startswith("judge_")]
     print("| point | " + " | ".join(keys) + " |")
     print("|" + " --- |" * (len(keys) + 1))
