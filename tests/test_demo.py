@@ -33,3 +33,18 @@ def test_demo_answers_every_set_in_every_condition_and_writes_them(tokenizer, tm
     assert len(records) == 5
     assert all(set(CONDITIONS) <= set(r) for r in records)
     assert (tmp_path / "refusal_neurons.safetensors").is_file()
+
+
+def test_demo_command_prints_one_column_per_condition(cli_workspace, tmp_path):
+    from clitools import invoke
+    from tiny import tiny_tokenizer
+
+    saved = tmp_path / "qwen2"
+    tiny_model("qwen2").save_pretrained(saved)
+    tiny_tokenizer().save_pretrained(saved)
+    options = ["--n-train", "6", "--n-eval", "3", "--n-harmless", "2", "--max-new-tokens", "4", "--no-progress"]
+    result = invoke("demo", "--out", tmp_path / "demo", "-m", saved, *options)
+    assert result.exit_code == 0, result.output
+    for text in ("unsteered", "neurons", "ablation", "refusal (markers): jailbreakbench (3)", "first-token KL"):
+        assert text in result.output
+    assert (tmp_path / "demo" / "summary.json").is_file()

@@ -50,6 +50,7 @@ def demo(
 ) -> None:
     """Find refusal neurons, steer them, and compare refusal with the unsteered model and directional ablation."""
     from neurosteer.demo import CONDITIONS, run_demo
+    from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
     from neurosteer.metrics.refusal import is_refusal
 
     finite("--strength", strength)
@@ -76,25 +77,17 @@ def demo(
         f"+ {settings.n_train} harmless training prompts), {result.method} at strength {result.strength:g}; "
         f"directional ablation: the direction at layer {result.ablation['direction_index']:.1f}, per-layer weights"
     )
-    table = Table(
-        title=f"refusal (greedy, {max_new_tokens} tokens, marker-judged) on prompts never used to choose anything"
-    )
-    table.add_column("prompt set")
+    table = Table(title=f"on prompts never used to choose anything (greedy, {max_new_tokens} tokens)")
+    table.add_column("measure")
     for condition in CONDITIONS:
-        table.add_column(f"refusal: {condition}", justify="right")
-    table.add_column("quality / degenerate: neurons", justify="right")
-    table.add_column("quality / degenerate: ablation", justify="right")
+        table.add_column(condition, justify="right")
     for s in result.sets:
-        table.add_row(
-            f"{s.name} ({len(s.prompts)})",
-            *(f"{s.refusal(c):.0%}" for c in CONDITIONS),
-            *(f"{s.quality(c):.3f} / {s.degenerate(c):.0%}" for c in ("neurons", "ablation")),
-        )
+        table.add_row(f"refusal (markers): {s.name} ({len(s.prompts)})", *(f"{s.refusal(c):.0%}" for c in CONDITIONS))
+    every = {c: [a for s in result.sets for a in s.answers[c]] for c in CONDITIONS}
+    table.add_row("4-gram quality, all answers", *(f"{mean_ngram_quality(every[c]):.3f}" for c in CONDITIONS))
+    table.add_row("degenerate answers", *(f"{degenerate_rate(every[c]):.0%}" for c in CONDITIONS))
+    table.add_row("first-token KL, harmless", "0", *(f"{result.kl_harmless[c]:.3f}" for c in CONDITIONS[1:]))
     console.print(table)
-    console.print(
-        "first-token KL on harmless prompts (steered vs unsteered): "
-        + ", ".join(f"{name} {kl:.3f}" for name, kl in result.kl_harmless.items())
-    )
     examples = Table(title="examples", show_lines=True, expand=True)
     examples.add_column("prompt", ratio=1)
     for condition in CONDITIONS:
