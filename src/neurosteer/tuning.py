@@ -102,7 +102,7 @@ class TuneContext:
             else:
                 positive, negative = self.behaviour.training_pair(self.config.n_train)
                 self.matrices[key] = Attribution(positions=positions).from_model(
-                    self.model, self.tokenizer, positive, negative, batch_size=max(1, self.config.batch_size // 4)
+                    self.model, self.tokenizer, positive, negative, batch_size=self.config.batch_size
                 )
                 with atomic_path(path) as tmp:
                     save_file({"scores": self.matrices[key].contiguous()}, str(tmp))
