@@ -249,3 +249,17 @@ def test_default_window_leaves_later_layers_out(tokenizer):
     assert int(found.layers.max()) <= DISCOVERY.max_layer(6) < 5
     wider = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=50, score="selective", max_layer=5)
     assert int(wider.layers.max()) > DISCOVERY.max_layer(6)
+
+
+def test_statistics_only_selection_refuses_a_score_that_runs_the_model(tokenizer):
+    from neurosteer.contrast import collect_contrast
+
+    model = tiny_model("llama", num_hidden_layers=6)
+    contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE)
+    with pytest.raises(SettingsError, match="runs the model"):
+        neurosteer.neurons_from_contrast(model, contrast, "attribution")
+    # no score named and no matrix: the statistics score, not an error
+    assert neurosteer.neurons_from_contrast(model, contrast).method["score"] == "selective"
+    # skipping past the default window moves the window, not an error
+    late = neurosteer.neurons_from_contrast(model, contrast, "mean_diff", skip_layers=5, top_k=4)
+    assert set(late.layers.tolist()) == {5}

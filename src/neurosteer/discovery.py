@@ -209,7 +209,8 @@ def neurons_from_contrast(
         )
     skip_layers = DISCOVERY.skip_layers if skip_layers is None else skip_layers
     lay = layout(model)
-    max_layer = DISCOVERY.max_layer(lay.n_layers) if max_layer is None else max_layer
+    if max_layer is None:  # the default window never cuts below layers the caller asked for
+        max_layer = max(DISCOVERY.max_layer(lay.n_layers), min(skip_layers, lay.n_layers - 1))
     contrast.check_compatible(model, lay)
     k = count_to_keep(lay.n_neurons, fraction, top_k)
     check_filters(lay.n_layers, skip_layers, drop_universal, max_layer)
