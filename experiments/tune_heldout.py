@@ -40,8 +40,11 @@ def main() -> None:
     parser.add_argument("--n-xstest", type=int, default=25)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--judge", default=None)
+    parser.add_argument("--max-kl", type=float, default=None, help="KL bound for the choice (default: the search's)")
     args = parser.parse_args()
     config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
+    if args.max_kl is not None:
+        config = config.model_copy(update={"max_kl": args.max_kl})
     model, tokenizer = neurosteer.load_model(config.model)
     rows = trial_rows(args.search, config)
     confirmed = args.search / "confirmed.json"
