@@ -63,7 +63,7 @@ def main() -> None:
     plan = EvalPlan(
         n_harmful=args.n_harmful,
         n_harmless=config.n_harmless + 50,
-        n_xstest=args.n_xstest,
+        n_xstest=args.n_xstest or None,  # 0: no XSTest
         max_new_tokens=args.tokens,
         batch_size=config.batch_size,
     )
