@@ -54,7 +54,7 @@ class NeuronPatching(Intervention):
     )
     default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 0.5, 1.0, 1.5)
     selects_neurons: ClassVar[bool] = True
-    compared_by_default: ClassVar[bool] = True
+    compared_by_default: ClassVar[bool] = False
 
     neurons: NeuronSet
 
