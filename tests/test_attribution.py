@@ -77,3 +77,28 @@ def test_find_neurons_with_the_attribution_score():
     ]
     assert found.method["score"] == "attribution" and found.method["position"] == "last_2_tokens"
     assert bool((found.scores > 0).all())
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_contrast_statistics_stand_in_for_the_negative_pass(family):
+    """At the last token the contrast statistics already hold the negative prompts' means: the
+    scores from them equal the scores from the negative pass, and the negative prompts are not
+    read again."""
+    from neurosteer.contrast import collect_contrast
+    from neurosteer.errors import SettingsError
+    from neurosteer.scores import Attribution
+
+    model, tok = tiny_model(family), tiny_tokenizer()
+    contrast = collect_contrast(model, tok, POSITIVE, NEGATIVE)
+    passes: list[int] = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: passes.append(args[0].shape[0]))
+    try:
+        reused = Attribution().from_model(model, tok, POSITIVE, NEGATIVE, batch_size=8, statistics=contrast)
+    finally:
+        handle.remove()
+    assert sum(passes) == len(POSITIVE)
+    full = Attribution().from_model(model, tok, POSITIVE, NEGATIVE, batch_size=8)
+    torch.testing.assert_close(reused, full, rtol=1e-4, atol=1e-6)
+    assert float(full.abs().max()) > 0
+    with pytest.raises(SettingsError, match="negative_mean must have shape"):
+        attribution_scores(model, tok, POSITIVE, NEGATIVE, negative_mean=torch.zeros(1, 1, 1))

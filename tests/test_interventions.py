@@ -88,7 +88,7 @@ def test_strength_convention_is_shared(tokenizer):
 @pytest.mark.parametrize("attributable", [False, True])
 def test_one_pass_builds_every_method(tokenizer, attributable):
     """Building all three methods runs each prompt through the model once; the default neuron
-    selection's attribution score (where the behaviour has its metric) reads each once more."""
+    selection's attribution score (where the behaviour has its metric) reads the positive ones once more."""
     model = tiny_model("qwen2")
     calls: list[int] = []
 
@@ -102,7 +102,7 @@ def test_one_pass_builds_every_method(tokenizer, attributable):
         handle.remove()
     # The shared chat prefix runs once per side (one row), then every prompt once.
     statistics = len(POSITIVE) + len(NEGATIVE) + 2
-    attribution = len(POSITIVE) + len(NEGATIVE) if attributable else 0
+    attribution = len(POSITIVE) if attributable else 0  # the negative means come from the statistics
     assert sum(calls) == statistics + attribution
     expected = DISCOVERY.score if attributable else DISCOVERY.statistics_score
     assert built.neurons.method["score"] == expected

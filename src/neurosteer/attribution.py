@@ -33,6 +33,7 @@ from neurosteer.activations import forward_base, next_token_logits, tokenize_pro
 from neurosteer.architectures import layout
 from neurosteer.console import track
 from neurosteer.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.errors import SettingsError
 from neurosteer.hooks import installed_hooks
 from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.validation import prompt_list, whole
@@ -88,18 +89,30 @@ def attribution_scores(
     batch_size: int = 8,
     chat_template: bool = True,
     progress: bool = False,
+    negative_mean: torch.Tensor | None = None,
 ) -> Attribution:
     """Attribution scores of every MLP neuron (see the module docstring).
 
     ``metric`` defaults to the refusal log-odds; ``positions`` is how many of each prompt's last
     tokens are attributed (left padding puts them in the last columns of every batch).
+    ``negative_mean``: the negative prompts' ``[layers, positions, neurons]`` mean activations when
+    they are already known (contrast statistics hold them for the last token); the pass over the
+    negative prompts that computes them is then skipped.
     """
     positive, negative = prompt_list("positive", positive), prompt_list("negative", negative)
     whole("positions", positions)
     whole("batch_size", batch_size)
     lay = layout(model)
     metric = metric or refusal_logodds_metric(tokenizer)
-    mu = _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template)
+    if negative_mean is None:
+        mu = _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template)
+    elif tuple(negative_mean.shape) != (lay.n_layers, positions, lay.neurons_per_layer):
+        raise SettingsError(
+            f"negative_mean must have shape {(lay.n_layers, positions, lay.neurons_per_layer)}, "
+            f"got {tuple(negative_mean.shape)}"
+        )
+    else:
+        mu = negative_mean.double().cpu()
     scores = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
     gradient = torch.zeros_like(scores)
     kept: dict[int, torch.Tensor] = {}

@@ -105,7 +105,9 @@ def default_selection(
     score = configured_score(None)
     if not (attributable and score.needs_model):
         return neurons_from_contrast(model, contrast, DISCOVERY.statistics_score)
-    matrix = score.from_model(model, tokenizer, positive, negative, batch_size=batch_size, progress=progress)
+    matrix = score.from_model(
+        model, tokenizer, positive, negative, batch_size=batch_size, progress=progress, statistics=contrast
+    )
     return neurons_from_contrast(model, contrast, score, matrix=matrix)
 
 
@@ -169,7 +171,14 @@ def find_neurons(
     matrix = None
     if chosen.needs_model:
         matrix = chosen.from_model(
-            model, tokenizer, positive, negative, batch_size=batch_size, chat_template=chat_template, progress=progress
+            model,
+            tokenizer,
+            positive,
+            negative,
+            batch_size=batch_size,
+            chat_template=chat_template,
+            progress=progress,
+            statistics=contrast,
         )
     return neurons_from_contrast(
         model,

@@ -148,11 +148,18 @@ class Attribution(Score):
         batch_size: int = 16,
         chat_template: bool = True,
         progress: bool = False,
+        statistics: Statistics | None = None,
     ) -> torch.Tensor:
         """The ``[layers, neurons]`` scores. ``batch_size`` is the caller's forward batch; the
         backward pass keeps every layer's activations for the gradient, so it runs a quarter of
-        that many prompts at a time (same scores, a quarter of the memory)."""
+        that many prompts at a time (same scores, a quarter of the memory). ``statistics`` of the
+        same prompts (contrast statistics) supply the negative prompts' last-token means, so at
+        one position the negative prompts are not read again."""
         from neurosteer.attribution import attribution_scores
+
+        known = None
+        if statistics is not None and self.positions == 1:
+            known = statistics.neurons_negative.mean[:, None, :]
 
         found = attribution_scores(
             model,
@@ -162,6 +169,7 @@ class Attribution(Score):
             metric=metric,
             positions=self.positions,
             batch_size=max(1, whole("batch_size", batch_size) // 4),
+            negative_mean=known,
             chat_template=chat_template,
             progress=progress,
         )

@@ -102,7 +102,12 @@ class TuneContext:
             else:
                 positive, negative = self.behaviour.training_pair(self.config.n_train)
                 self.matrices[key] = Attribution(positions=positions).from_model(
-                    self.model, self.tokenizer, positive, negative, batch_size=self.config.batch_size
+                    self.model,
+                    self.tokenizer,
+                    positive,
+                    negative,
+                    batch_size=self.config.batch_size,
+                    statistics=self.contrast,
                 )
                 with atomic_path(path) as tmp:
                     save_file({"scores": self.matrices[key].contiguous()}, str(tmp))
