@@ -168,8 +168,7 @@ def _first_token_logprobs(
         hooks = _row_scaling_hooks(lay, neurons, factors, variants)
         cache = _prefix_cache(model, lay, hooks, prefix, len(variants), replay, upto, record)
         cache.cache.batch_repeat_interleave(n_prompts)
-        ones = torch.ones(len(rows), cache.length, dtype=mask.dtype, device=device)
-        mask = torch.cat([ones, mask], dim=1)
+        mask = cache.extend_mask(mask)
         positions = positions + cache.length
         extra = {cache.argument: cache.cache}
     hooks = _row_scaling_hooks(lay, neurons, factors, rows)

@@ -50,7 +50,7 @@ def generate(
             if prefix is not None:
                 size = input_ids.shape[0]
                 input_ids = torch.cat([prefix.token_ids.to(device).expand(size, -1), input_ids], dim=1)
-                mask = torch.cat([torch.ones(size, prefix.length, dtype=mask.dtype, device=device), mask], dim=1)
+                mask = prefix.extend_mask(mask)
                 cache = {prefix.argument: prefix.for_batch(size)}
             out = model.generate(
                 input_ids=input_ids,

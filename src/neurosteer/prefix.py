@@ -50,6 +50,11 @@ class PrefixCache:
     token_ids: torch.Tensor | None = None
     """``[1, length]`` ids of the prefix, for calls (``generate``) that take the whole sequence."""
 
+    def extend_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` of the tokens after the prefix, with the prefix's (all real) columns in front."""
+        ones = torch.ones(mask.shape[0], self.length, dtype=mask.dtype, device=mask.device)
+        return torch.cat([ones, mask], dim=1)
+
     def for_batch(self, size: int) -> DynamicCache:
         fresh = copy.deepcopy(self.cache)
         fresh.batch_repeat_interleave(size)
@@ -106,11 +111,9 @@ def with_prefix(module: nn.Module, prefix: PrefixCache | None, batch: Any) -> di
     its mask and positions extended over the prefix, and a copy of the prefix's cache."""
     if prefix is None:
         return {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids, "use_cache": False}
-    size = batch.input_ids.shape[0]
-    ones = torch.ones(size, prefix.length, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device)
     return {
-        "attention_mask": torch.cat([ones, batch.attention_mask], dim=1),
+        "attention_mask": prefix.extend_mask(batch.attention_mask),
         "position_ids": batch.position_ids + prefix.length,
         "use_cache": True,
-        _cache_argument(module): prefix.for_batch(size),
+        _cache_argument(module): prefix.for_batch(batch.input_ids.shape[0]),
     }
