@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Annotated
 
@@ -109,9 +110,12 @@ def tune(
     )
     from neurosteer.tune_report import best_in_bounds
 
-    table = Table("space", "trials", f"best with KL ≤ {max_kl:g}", "behaviour", "KL", "Pareto points")
+    table = Table(
+        "space", "trials", f"best with KL ≤ {max_kl:g}", "behaviour", "KL", "Pareto points", "s per trial", "search s"
+    )
     for space, trials_done in rows.items():
         best = best_in_bounds(trials_done, max_kl, goal)
+        seconds = [r["seconds"] for r in trials_done if r.get("seconds") is not None]
         table.add_row(
             space,
             str(len(trials_done)),
@@ -119,6 +123,8 @@ def tune(
             "" if best is None else f"{best['behaviour']:.3f}",
             "" if best is None else f"{best['kl']:.3f}",
             str(sum(r["pareto"] for r in trials_done)),
+            f"{statistics.median(seconds):.0f} (median)" if seconds else "",
+            f"{sum(seconds):.0f}" if seconds else "",
         )
     console.print(table)
     confirmed = [r for trials_done in rows.values() for r in trials_done if any(k.startswith("confirmed_") for k in r)]
