@@ -116,4 +116,18 @@ def test_steered_gguf_in_llama_cpp_matches_the_hooks(qwen_and_neurons, exported_
     assert base_error < 1.0  # llama.cpp and transformers agree on the unsteered model
     assert steered_error <= 1.5 * base_error  # and as well on the steered one
     assert effect > 3 * base_error  # while the steering moves the logits by much more than that
-    assert [int(x.argmax()) for x in cpp_steered] == [int(x.argmax()) for x in hf_steered]
+    # llama.cpp's top token is one transformers also ranks top within that precision; where
+    # transformers' top token leads by more than it, the two runtimes pick the same token (a
+    # near-tie, such as two openings 0.08 apart, may go either way).
+    tolerance = base_error
+    for cpp, hf in zip(cpp_steered, hf_steered, strict=True):
+        assert float(hf.max() - hf[int(cpp.argmax())]) <= tolerance
+    clear = [(cpp, hf) for cpp, hf in zip(cpp_steered, hf_steered, strict=True) if top_margin(hf) > tolerance]
+    assert len(clear) >= len(ids) // 2
+    assert [int(cpp.argmax()) for cpp, _ in clear] == [int(hf.argmax()) for _, hf in clear]
+
+
+def top_margin(logits: torch.Tensor) -> float:
+    """How far the top logit leads the second."""
+    first, second = logits.topk(2).values
+    return float(first - second)
