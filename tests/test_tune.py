@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from neurosteer.errors import NeurosteerError, SettingsError
-from neurosteer.tuning import TuneConfig, context, rebuild, run_tune
+from neurosteer.tuning import SPACES, TuneConfig, context, rebuild, run_tune
 
 from clitools import assert_one_line_error, invoke
 from tiny import tiny_model
@@ -47,6 +47,20 @@ def test_search_writes_tables_and_a_front(searched):
         assert {int(r["trial"]) for r in front if r["space"] == space} == {r["trial"] for r in on_front}
 
 
+def test_each_search_measures_the_library_default_first(searched, model, tokenizer):
+    """Trial 0 of each space is the documented default (``neurosteer.defaults``), marked as such,
+    and only once: resuming the search does not enqueue it again (checked in the resume test)."""
+    out, rows = searched
+    ctx = context(model, tokenizer, TuneConfig(**CONFIG), out, measuring=False)
+    for name, trials in rows.items():
+        first = trials[0]
+        assert first["trial"] == 0 and first["default"]
+        assert first["params"] == pytest.approx(SPACES[name]().default_params(ctx))
+        assert not any(r["default"] for r in trials[1:])
+    assert rows["neurons"][0]["params"]["score"] == "attribution"
+    assert rows["neurons"][0]["params"]["method"] == "patch"
+
+
 def test_trials_replay_to_their_objectives(searched, model, tokenizer):
     out, rows = searched
     ctx = context(model, tokenizer, TuneConfig(**CONFIG), out)
@@ -80,6 +94,7 @@ def test_search_resumes_and_guards_its_settings(searched, model, tokenizer, monk
     monkeypatch.setattr(tuning.TuneContext, "measure", lambda self, s: calls.append(1) or original(self, s))
     rows = run_tune(model, tokenizer, TuneConfig(**{**CONFIG, "trials": 6}), out, progress=False)
     assert all(len(r) == 6 for r in rows.values())
+    assert all(sum(t["default"] for t in trials) == 1 for trials in rows.values())
     assert len(calls) == 1 + 2  # the unsteered screen, then one new trial per space
     with pytest.raises(NeurosteerError, match="other settings"):
         run_tune(model, tokenizer, TuneConfig(**{**CONFIG, "seed": 3}), out, progress=False)

@@ -34,6 +34,7 @@ from neurosteer.atomic import atomic_path
 from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.console import track
 from neurosteer.contrast import ContrastStats, collect_contrast
+from neurosteer.defaults import DISCOVERY, KERNEL, STEERING
 from neurosteer.discovery import neurons_from_contrast
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan
@@ -132,6 +133,12 @@ class SearchSpace(ABC):
     def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
         """The intervention and strength of an Optuna trial (``trial.suggest_*`` or fixed params)."""
 
+    @abstractmethod
+    def default_params(self, ctx: TuneContext) -> dict[str, Any]:
+        """The library's documented default of this method (:mod:`neurosteer.defaults`) as trial
+        parameters: every search measures it first, so the front is read against it and the
+        sampler starts from a known point on a new model."""
+
 
 class NeuronSpace(SearchSpace):
     """Score, number of neurons, layer window, intervention (scaling or patching) and strength."""
@@ -155,6 +162,17 @@ class NeuronSpace(SearchSpace):
         )
         return self.INTERVENTIONS[method](neurons), ctx.sign * strength
 
+    def default_params(self, ctx: TuneContext) -> dict[str, Any]:
+        attributable = ctx.behaviour.attributable
+        params = {
+            "score": DISCOVERY.score if attributable else DISCOVERY.statistics_score,
+            "fraction": DISCOVERY.fraction,
+            "max_layer": max(ctx.contrast.model.n_layers // 2, DISCOVERY.max_layer(ctx.contrast.model.n_layers)),
+            "method": STEERING.method,
+            "strength": STEERING.strength,
+        }
+        return params | ({"positions": DISCOVERY.positions} if attributable else {})
+
 
 class AblationSpace(SearchSpace):
     """Directional ablation as heretic parameterises it: a fractional direction index, and for the
@@ -177,6 +195,18 @@ class AblationSpace(SearchSpace):
                 min_distance=trial.suggest_float(f"{part}_min_distance", 1.0, max(1.0, 0.6 * last)),
             )
         return KernelAblation.from_params(ctx.contrast, index, kernels["attn"], kernels["mlp"]), ctx.sign
+
+    def default_params(self, ctx: TuneContext) -> dict[str, Any]:
+        last = ctx.contrast.model.n_layers - 1
+        params: dict[str, Any] = {"direction_index": KERNEL.direction_share * last}
+        for part, (max_weight, position, min_weight, distance) in (("attn", KERNEL.attn), ("mlp", KERNEL.mlp)):
+            params |= {
+                f"{part}_max_weight": max_weight,
+                f"{part}_max_position": position * last,
+                f"{part}_min_weight_share": min_weight / max_weight,
+                f"{part}_min_distance": max(1.0, distance * last),
+            }
+        return params
 
 
 SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, AblationSpace)}
@@ -295,6 +325,8 @@ def run_tune(
         study = _study(out, name, config)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         space = SPACES[name]()
+        if len(done) < config.trials:
+            study.enqueue_trial(space.default_params(ctx), user_attrs={"default": True}, skip_if_exists=True)
         for _ in track(range(config.trials - len(done)), f"search: {name}", enabled=progress):
             trial = study.ask()
             start = time.perf_counter()
@@ -374,6 +406,7 @@ def trial_rows(out: Path, config: TuneConfig) -> dict[str, list[dict[str, Any]]]
                 "pareto": t.number in front,
                 "neurons": t.user_attrs.get("neurons"),
                 "seconds": t.user_attrs.get("seconds"),
+                "default": bool(t.user_attrs.get("default")),
             }
             for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE
