@@ -26,6 +26,11 @@ class DiscoveryDefaults:
     skip_layers: int = 0
     statistics_score: str = "selective"
 
+    def score_for(self, attributable: bool) -> str:
+        """The default score of a behaviour: ``score`` where the behaviour has the metric that
+        score reads from the model, else ``statistics_score``."""
+        return self.score if attributable else self.statistics_score
+
     def max_layer(self, n_layers: int) -> int:
         """The last candidate layer of a model with ``n_layers`` layers (at least layer 0)."""
         return max(0, math.ceil(self.layer_share * n_layers - 1e-9) - 1)

@@ -102,9 +102,9 @@ def default_selection(
     """The documented default neuron set from already-collected statistics: the default score
     (one attribution pass over ``positive`` and ``negative``) where the behaviour has its metric,
     else the statistics score; default fraction and layer window either way."""
-    score = configured_score(None)
-    if not (attributable and score.needs_model):
-        return neurons_from_contrast(model, contrast, DISCOVERY.statistics_score)
+    score = configured_score(DISCOVERY.score_for(attributable))
+    if not score.needs_model:
+        return neurons_from_contrast(model, contrast, score)
     matrix = score.from_model(
         model, tokenizer, positive, negative, batch_size=batch_size, progress=progress, statistics=contrast
     )

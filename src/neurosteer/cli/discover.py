@@ -112,8 +112,8 @@ def discover(
 
         chosen = load_behaviour(settings.behaviour)
         pos, neg = chosen.training_pair(settings.n_train)
-        if score is None and not chosen.attributable:
-            score = DISCOVERY.statistics_score  # the default score's metric is refusal's
+        if score is None:
+            score = DISCOVERY.score_for(chosen.attributable)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     neurons = find_neurons(
         lm,
