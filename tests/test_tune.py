@@ -10,7 +10,10 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+from neurosteer.defaults import STEERING
+from neurosteer.discovery import default_selection
 from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.interventions import BuildOptions, KernelAblation, NeuronPatching
 from neurosteer.tuning import SPACES, TuneConfig, context, rebuild, run_tune
 
 from clitools import assert_one_line_error, invoke
@@ -57,8 +60,21 @@ def test_each_search_measures_the_library_default_first(searched, model, tokeniz
         assert first["trial"] == 0 and first["default"]
         assert first["params"] == pytest.approx(SPACES[name]().default_params(ctx))
         assert not any(r["default"] for r in trials[1:])
-    assert rows["neurons"][0]["params"]["score"] == "attribution"
-    assert rows["neurons"][0]["params"]["method"] == "patch"
+    # Rebuilt, trial 0 is what the library applies by default: the same kernels, the same neurons.
+    ablation, _ = rebuild(model, tokenizer, out, "ablation", 0)
+    library = KernelAblation.build(model, ctx.contrast, BuildOptions())
+    assert (ablation.direction_index, ablation.attn, ablation.mlp) == pytest.approx(
+        (library.direction_index, library.attn, library.mlp)
+    )
+    patching, strength = rebuild(model, tokenizer, out, "neurons", 0)
+    positive, negative = ctx.behaviour.training_pair(ctx.config.n_train)
+    default = default_selection(model, tokenizer, positive, negative, ctx.contrast)
+    assert isinstance(patching, NeuronPatching) and strength == STEERING.strength
+
+    def pairs(neurons):
+        return set(zip(neurons.layers.tolist(), neurons.indices.tolist(), strict=True))
+
+    assert len(default) > 0 and pairs(patching.neurons) == pairs(default)
 
 
 def test_trials_replay_to_their_objectives(searched, model, tokenizer):

@@ -34,7 +34,7 @@ from neurosteer.atomic import atomic_path
 from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.console import track
 from neurosteer.contrast import ContrastStats, collect_contrast
-from neurosteer.defaults import DISCOVERY, KERNEL, STEERING
+from neurosteer.defaults import DISCOVERY, STEERING
 from neurosteer.discovery import neurons_from_contrast
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan
@@ -163,15 +163,15 @@ class NeuronSpace(SearchSpace):
         return self.INTERVENTIONS[method](neurons), ctx.sign * strength
 
     def default_params(self, ctx: TuneContext) -> dict[str, Any]:
-        attributable = ctx.behaviour.attributable
+        score = DISCOVERY.score_for(ctx.behaviour.attributable)
         params = {
-            "score": DISCOVERY.score if attributable else DISCOVERY.statistics_score,
+            "score": score,
             "fraction": DISCOVERY.fraction,
-            "max_layer": max(ctx.contrast.model.n_layers // 2, DISCOVERY.max_layer(ctx.contrast.model.n_layers)),
+            "max_layer": DISCOVERY.max_layer(ctx.contrast.model.n_layers),
             "method": STEERING.method,
             "strength": STEERING.strength,
         }
-        return params | ({"positions": DISCOVERY.positions} if attributable else {})
+        return params | ({"positions": DISCOVERY.positions} if score == "attribution" else {})
 
 
 class AblationSpace(SearchSpace):
@@ -192,19 +192,21 @@ class AblationSpace(SearchSpace):
                 max_weight=max_weight,
                 max_position=trial.suggest_float(f"{part}_max_position", 0.6 * last, last),
                 min_weight=trial.suggest_float(f"{part}_min_weight_share", 0.0, 1.0) * max_weight,
-                min_distance=trial.suggest_float(f"{part}_min_distance", 1.0, max(1.0, 0.6 * last)),
+                # heretic's [1, 0.6 · last], reaching below one layer on shallow models, where the
+                # library default's reach (a share of depth, defaults.KERNEL) is shorter
+                min_distance=trial.suggest_float(f"{part}_min_distance", min(1.0, 0.1 * last), max(1.0, 0.6 * last)),
             )
         return KernelAblation.from_params(ctx.contrast, index, kernels["attn"], kernels["mlp"]), ctx.sign
 
     def default_params(self, ctx: TuneContext) -> dict[str, Any]:
-        last = ctx.contrast.model.n_layers - 1
-        params: dict[str, Any] = {"direction_index": KERNEL.direction_share * last}
-        for part, (max_weight, position, min_weight, distance) in (("attn", KERNEL.attn), ("mlp", KERNEL.mlp)):
+        index, attn, mlp = KernelAblation.default_point(ctx.contrast.model.n_layers)
+        params: dict[str, Any] = {"direction_index": index}
+        for part, kernel in (("attn", attn), ("mlp", mlp)):
             params |= {
-                f"{part}_max_weight": max_weight,
-                f"{part}_max_position": position * last,
-                f"{part}_min_weight_share": min_weight / max_weight,
-                f"{part}_min_distance": max(1.0, distance * last),
+                f"{part}_max_weight": kernel.max_weight,
+                f"{part}_max_position": kernel.max_position,
+                f"{part}_min_weight_share": kernel.min_weight / kernel.max_weight,
+                f"{part}_min_distance": kernel.min_distance,
             }
         return params
 

@@ -87,9 +87,15 @@ class KernelAblation(Intervention):
         default model, scaled to this model's depth); ``options.direction_layer`` replaces its
         direction."""
         contrast.check_compatible(model)
-        last = contrast.model.n_layers - 1
-        index = KERNEL.direction_share * last if options.direction_layer is None else float(options.direction_layer)
-        return cls.from_params(contrast, index, Kernel.scaled(KERNEL.attn, last), Kernel.scaled(KERNEL.mlp, last))
+        index, attn, mlp = cls.default_point(contrast.model.n_layers)
+        index = index if options.direction_layer is None else float(options.direction_layer)
+        return cls.from_params(contrast, index, attn, mlp)
+
+    @staticmethod
+    def default_point(n_layers: int) -> tuple[float, Kernel, Kernel]:
+        """:data:`neurosteer.defaults.KERNEL` at this depth: direction index, attention and MLP kernels."""
+        last = n_layers - 1
+        return KERNEL.direction_share * last, Kernel.scaled(KERNEL.attn, last), Kernel.scaled(KERNEL.mlp, last)
 
     @classmethod
     def from_params(cls, contrast: ContrastStats, index: float, attn: Kernel, mlp: Kernel) -> KernelAblation:
