@@ -7,7 +7,8 @@ import torch
 
 from neurosteer.activations import tokenize_prompts
 from neurosteer.architectures import layout
-from neurosteer.attribution import attribution_scores
+from neurosteer.attribution import attribution_scores, gap_attribution_scores, mean_at_last
+from neurosteer.behaviours.ab import ABBehaviour, ABQuestion, balanced, letter_tokens
 from neurosteer.encoding import iter_batches, pad_token_id
 from neurosteer.hooks import installed_hooks
 from neurosteer.metrics.refusal import refusal_logodds_metric
@@ -16,19 +17,17 @@ from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model, tiny_tokenizer
 
 
-def patched_metric(model, tok, layer, index, mu, positions, t):
-    """Mean refusal log-odds over POSITIVE with neuron (layer, index) moved t of the way to ``mu``."""
+def shifted_metric(model, tok, prompts, metric, layer, index, positions, shift):
+    """Mean ``metric`` over ``prompts`` with neuron (layer, index) at the last ``positions``
+    tokens replaced by ``shift(activations)``."""
     lay = layout(model)
-    metric = refusal_logodds_metric(tok)
-
-    ids = tokenize_prompts(tok, POSITIVE)
+    ids = tokenize_prompts(tok, prompts)
     rows = len(ids)  # OPT flattens rows and positions inside its MLP: restore them by the row count
 
     def hook(_module, args):
         x = args[0].clone()
         view = x.reshape(rows, -1, x.shape[-1])
-        tail = view[:, -positions:, index]
-        view[:, -positions:, index] = tail + t * (mu.to(x.dtype) - tail)
+        view[:, -positions:, index] = shift(view[:, -positions:, index])
         return (view.reshape(x.shape), *args[1:])
 
     (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tok))
@@ -36,7 +35,21 @@ def patched_metric(model, tok, layer, index, mu, positions, t):
         logits = model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
         ).logits[:, -1]
-    return float(metric(logits).mean())
+    return float(metric(logits, batch.rows).mean())
+
+
+def patched_metric(model, tok, layer, index, mu, positions, t):
+    """Mean refusal log-odds over POSITIVE with neuron (layer, index) moved t of the way to ``mu``."""
+    return shifted_metric(
+        model,
+        tok,
+        POSITIVE,
+        refusal_logodds_metric(tok),
+        layer,
+        index,
+        positions,
+        lambda tail: tail + t * (mu.to(tail.dtype) - tail),
+    )
 
 
 @pytest.mark.parametrize(("family", "positions"), [("llama", 1), ("qwen2", 3), ("gpt2", 2), ("opt", 1)])
@@ -102,3 +115,57 @@ def test_contrast_statistics_stand_in_for_the_negative_pass(family):
     assert float(full.abs().max()) > 0
     with pytest.raises(SettingsError, match="negative_mean must have shape"):
         attribution_scores(model, tok, POSITIVE, NEGATIVE, negative_mean=torch.zeros(1, 1, 1))
+
+
+AB_ITEMS = [ABQuestion(f"Is {i} larger than {i + 1}?\n (A) yes\n (B) no", *("AB" if i % 2 else "BA")) for i in range(6)]
+
+
+@pytest.mark.parametrize(("family", "positions"), [("llama", 1), ("gpt2", 2)])
+def test_ab_attribution_matches_finite_differences(family, positions):
+    """A/B behaviours: the gradient of the matching-minus-other letter difference, read on the
+    questions opened with ``(`` (each question with its own matching letter), times the training
+    contrast's gap at the answer letter, is the slope of that difference when the neuron moves by
+    the gap."""
+    model, tok = tiny_model(family), tiny_tokenizer()
+    behaviour = ABBehaviour("t", "", AB_ITEMS, eval_items=AB_ITEMS[:2])
+    target = behaviour.attribution_target()
+    positive, negative = behaviour.training_pair()
+    assert [p.answer for p in target.prompts] == ["("] * len(positive)
+    means = [mean_at_last(model, tok, side, batch_size=4, chat_template=True) for side in (positive, negative)]
+    metric = target.metric_for(tok)
+    found = gap_attribution_scores(model, tok, target.prompts, *means, metric=metric, positions=positions, batch_size=2)
+    gap = means[0] - means[1]
+    order = found.scores.abs().flatten().argsort(descending=True)
+    for flat in [*order[:3].tolist(), int(order[-1])]:
+        layer, index = divmod(flat, 64)
+        step = 1e-2
+
+        def moved(t, layer=layer, index=index):
+            shift = float(gap[layer, index])
+            return shifted_metric(
+                model, tok, list(target.prompts), metric, layer, index, positions, lambda tail: tail + t * shift
+            )
+
+        slope = (moved(step) - moved(-step)) / (2 * step)
+        assert slope == pytest.approx(float(found.scores[layer, index]), rel=2e-2, abs=2e-4)
+    # The score object takes the target, and the statistics' means give the same scores.
+    from neurosteer.contrast import collect_contrast
+    from neurosteer.scores import Attribution
+
+    contrast = collect_contrast(model, tok, positive, negative)
+    via_score = Attribution(positions=positions).from_model(
+        model, tok, positive, negative, target=target, batch_size=8, statistics=contrast
+    )
+    torch.testing.assert_close(via_score, found.scores.clamp(min=0), rtol=1e-4, atol=1e-6)
+
+
+def test_ab_metric_reads_each_questions_own_letter():
+    tok = tiny_tokenizer()
+    metric = ABBehaviour("t", "", AB_ITEMS).attribution_target().metric_for(tok)
+    logits = torch.zeros(2, len(tok))
+    logits[:, letter_tokens(tok, "A")] = 2.0  # both rows favour A
+    matching = [q.matching for q in balanced(AB_ITEMS)]
+    rows = [matching.index("A"), matching.index("B")]
+    got = metric(logits, rows)
+    assert float(got[0]) > 0 > float(got[1])
+    assert float(got[0]) == pytest.approx(-float(got[1]))

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from neurosteer.attribution import FIRST_TOKEN_REFUSAL
 from neurosteer.contrast import collect_contrast
 from neurosteer.defaults import DISCOVERY
 from neurosteer.errors import NeurosteerError, SettingsError
@@ -87,6 +88,7 @@ def test_strength_convention_is_shared(tokenizer):
 
 @pytest.mark.parametrize("attributable", [False, True])
 def test_one_pass_builds_every_method(tokenizer, attributable):
+    target = FIRST_TOKEN_REFUSAL if attributable else None
     """Building all three methods runs each prompt through the model once; the default neuron
     selection's attribution score (where the behaviour has its metric) reads the positive ones once more."""
     model = tiny_model("qwen2")
@@ -97,7 +99,7 @@ def test_one_pass_builds_every_method(tokenizer, attributable):
 
     handle = model.model.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        built = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=2, attributable=attributable)
+        built = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=2, target=target)
     finally:
         handle.remove()
     # The shared chat prefix runs once per side (one row), then every prompt once.

@@ -15,14 +15,23 @@ scores it weighs a neuron by what the model downstream does with it. One forward
 backward pass per batch of positive prompts (plus a forward pass over the negative ones for
 ``μ⁻``); memory does not grow with the number of prompts.
 
+Some behaviours are decided before they show: an A/B question is answered by the letter after
+``(``, and the training contrast (``(A`` against ``(B``) lies in the letter token itself, which
+no prompt carries before the answer. There the gradient is read on the question prompts (the
+assistant turn opened with ``(``, metric: the matching letter's log-probability minus the other
+one's, per question) and multiplied by the training contrast's mean gap ``μ⁺ − μ⁻`` at the last
+token (:func:`gap_attribution_scores`): the first-order change of the metric when every
+attributed position moves by that gap. A behaviour says which form it takes with its
+:class:`AttributionTarget`.
+
 This is the score of "A Single Neuron Is Sufficient to Bypass Safety Alignment" (Kazemi et
-al.), computed in this package's neuron space; whether it beats the selective score here is
-not yet measured (see docs).
+al.), computed in this package's neuron space (docs/results.md measures it against the
+statistics scores).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +46,25 @@ from neurosteer.errors import SettingsError
 from neurosteer.hooks import installed_hooks
 from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.validation import prompt_list, whole
+
+
+@dataclass(frozen=True)
+class AttributionTarget:
+    """What a behaviour's attribution differentiates.
+
+    ``metric_for(tokenizer)`` builds the first-answer-token metric (:data:`Metric`). ``prompts``
+    None: the metric is read on the positive training prompts and each prompt's activations are
+    compared with the negative mean (refusal: the harmful request itself). Given: the metric is
+    read on these prompts, where the behaviour is decided but not yet shown, and the gradient is
+    weighed by the training contrast's mean gap (A/B questions opened with ``(``).
+    """
+
+    metric_for: Callable[[PreTrainedTokenizerBase], Metric]
+    prompts: tuple | None = None
+
+
+FIRST_TOKEN_REFUSAL = AttributionTarget(refusal_logodds_metric)
+"""Log-odds that the answer to a positive prompt opens with a refusal token."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +106,14 @@ def _negative_means(model, tokenizer, negative, lay, positions, batch_size, prog
     return total / count
 
 
+def mean_at_last(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence, *, batch_size: int, chat_template: bool
+) -> torch.Tensor:
+    """``[layers, neurons]`` mean activation of ``prompts`` at their last token."""
+    lay = layout(model)
+    return _negative_means(model, tokenizer, prompts, lay, 1, batch_size, False, chat_template)[:, 0]
+
+
 def attribution_scores(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -115,6 +151,64 @@ def attribution_scores(
         mu = negative_mean.double().cpu()
     scores = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
     gradient = torch.zeros_like(scores)
+    for layer, values, grad in _tail_gradients(
+        model, tokenizer, positive, metric, lay, positions, batch_size, progress, chat_template
+    ):
+        scores[layer] += (grad * (values - mu[layer])).sum((0, 1))
+        gradient[layer] += grad.sum((0, 1))
+    return Attribution(scores=scores / len(positive), gradient=gradient / len(positive), negative_mean=mu)
+
+
+def gap_attribution_scores(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence,
+    positive_mean: torch.Tensor,
+    negative_mean: torch.Tensor,
+    *,
+    metric: Metric,
+    positions: int = 1,
+    batch_size: int = 8,
+    chat_template: bool = True,
+    progress: bool = False,
+) -> Attribution:
+    """Attribution where the metric is read on ``prompts`` that do not show the contrast: the
+    mean gradient over their last ``positions`` tokens times the ``[layers, neurons]`` gap
+    ``positive_mean − negative_mean`` (the training contrast at the last token)."""
+    prompts = prompt_list("prompts", prompts)
+    whole("positions", positions)
+    whole("batch_size", batch_size)
+    lay = layout(model)
+    shape = (lay.n_layers, lay.neurons_per_layer)
+    if tuple(positive_mean.shape) != shape or tuple(negative_mean.shape) != shape:
+        raise SettingsError(
+            f"the contrast means must have shape {shape}, got {tuple(positive_mean.shape)} and "
+            f"{tuple(negative_mean.shape)}"
+        )
+    gradient = torch.zeros(shape, dtype=torch.float64)
+    for layer, _values, grad in _tail_gradients(
+        model, tokenizer, prompts, metric, lay, positions, batch_size, progress, chat_template
+    ):
+        gradient[layer] += grad.sum((0, 1))
+    gradient /= len(prompts)
+    gap = positive_mean.double().cpu() - negative_mean.double().cpu()
+    return Attribution(scores=gradient * gap, gradient=gradient, negative_mean=negative_mean.double().cpu()[:, None])
+
+
+def _tail_gradients(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence,
+    metric: Metric,
+    lay,
+    positions: int,
+    batch_size: int,
+    progress: bool,
+    chat_template: bool,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Per batch and layer: ``(layer, activations, gradient of the summed metric)`` at each
+    prompt's last ``positions`` tokens, ``[rows, positions, neurons]`` in float64 on the CPU. One
+    forward and one backward pass per batch; the metric gets the batch rows' prompt indices."""
     kept: dict[int, torch.Tensor] = {}
 
     def keeper(layer: int):
@@ -130,22 +224,17 @@ def attribution_scores(
     hooks = [(proj, keeper(i)) for i, proj in enumerate(lay.out_projs)]
     was_training = model.training
     model.eval()
-    count = 0
     try:
         with installed_hooks(pre=hooks, post=[(model.get_input_embeddings(), into_graph)]), torch.enable_grad():
-            label = "positive prompts (gradients)"
-            for batch in _batches(model, tokenizer, positive, batch_size, label, progress, chat_template):
+            label = "prompts (gradients)"
+            for batch in _batches(model, tokenizer, prompts, batch_size, label, progress, chat_template):
                 rows = batch.input_ids.shape[0]
                 logits = next_token_logits(model, batch)
                 layers = sorted(kept)
-                grads = torch.autograd.grad(metric(logits).sum(), [kept[i] for i in layers])
+                grads = torch.autograd.grad(metric(logits, batch.rows).sum(), [kept[i] for i in layers])
                 for layer, grad in zip(layers, grads, strict=True):
                     values = kept[layer].detach().reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
-                    grad = grad.reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
-                    scores[layer] += (grad * (values - mu[layer])).sum((0, 1))
-                    gradient[layer] += grad.sum((0, 1))
+                    yield layer, values, grad.reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
                 kept.clear()
-                count += rows
     finally:
         model.train(was_training)
-    return Attribution(scores=scores / count, gradient=gradient / count, negative_mean=mu)

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer import __version__
 from neurosteer.architectures import layout
+from neurosteer.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
 from neurosteer.contrast import ContrastStats, collect_contrast
 from neurosteer.defaults import DISCOVERY
 from neurosteer.encoding import Prompt
@@ -95,18 +96,26 @@ def default_selection(
     negative: Sequence[Prompt],
     contrast: ContrastStats,
     *,
-    attributable: bool = True,
+    target: AttributionTarget | None = FIRST_TOKEN_REFUSAL,
     batch_size: int = 16,
     progress: bool = False,
 ) -> NeuronSet:
     """The documented default neuron set from already-collected statistics: the default score
-    (one attribution pass over ``positive`` and ``negative``) where the behaviour has its metric,
-    else the statistics score; default fraction and layer window either way."""
-    score = configured_score(DISCOVERY.score_for(attributable))
+    (one attribution pass with the behaviour's ``target``, :meth:`Behaviour.attribution_target`)
+    where the behaviour has one, else (``target=None``) the statistics score; default fraction and
+    layer window either way."""
+    score = configured_score(DISCOVERY.score_for(target is not None))
     if not score.needs_model:
         return neurons_from_contrast(model, contrast, score)
     matrix = score.from_model(
-        model, tokenizer, positive, negative, batch_size=batch_size, progress=progress, statistics=contrast
+        model,
+        tokenizer,
+        positive,
+        negative,
+        target=target,
+        batch_size=batch_size,
+        progress=progress,
+        statistics=contrast,
     )
     return neurons_from_contrast(model, contrast, score, matrix=matrix)
 
@@ -127,6 +136,7 @@ def find_neurons(
     chat_template: bool = True,
     padding_side: str = "left",
     positions: int | None = None,
+    target: AttributionTarget | None = None,
     progress: bool = False,
 ) -> NeuronSet:
     """Find the MLP neurons whose last-token activations separate ``positive`` from ``negative``.
@@ -143,9 +153,7 @@ def find_neurons(
         skip_layers: leave the first layers out of the selection.
         score: a name from :data:`neurosteer.scores.SCORES` (``"mean_diff"``, ``"standardized"``,
             ``"selective"``, ``"attribution"``) or a parameterised :class:`~neurosteer.scores.Score`.
-            The default, ``"attribution"``, attributes the first-token refusal log-odds: right for
-            refusal and other prompt pairs judged by refusal; for a behaviour without that metric
-            pass a statistics score (``"selective"``).
+            The default, ``"attribution"``, attributes ``target``'s metric.
         drop_universal: quantile above which neurons with large activations on every prompt
             are left out (``None`` keeps them).
         max_layer: the last layer whose neurons may be chosen (default: the layers below
@@ -153,6 +161,9 @@ def find_neurons(
         positions: for ``score="attribution"`` given by name, how many of each prompt's last
             tokens are attributed (1: the last token; 5 covers Qwen's ``<|im_end|>⏎<|im_start|>assistant⏎``;
             default ``DISCOVERY.positions``).
+        target: what attribution differentiates (:meth:`Behaviour.attribution_target`; default:
+            the first-token refusal log-odds of ``positive``, right for refusal and other prompt
+            pairs judged by refusal).
 
     Returns:
         A :class:`NeuronSet` sorted by |score|, largest first.
@@ -175,6 +186,7 @@ def find_neurons(
             tokenizer,
             positive,
             negative,
+            target=target,
             batch_size=batch_size,
             chat_template=chat_template,
             progress=progress,

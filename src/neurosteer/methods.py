@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from neurosteer.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
 from neurosteer.contrast import ContrastStats, collect_contrast
 from neurosteer.discovery import default_selection
 from neurosteer.errors import SettingsError
@@ -64,14 +65,14 @@ def build_steerers(
     direction_layer: int | None = None,
     caa_layer: int | None = None,
     batch_size: int = 16,
-    attributable: bool = True,
+    target: AttributionTarget | None = FIRST_TOKEN_REFUSAL,
     progress: bool = False,
 ) -> Steerers:
     """Read ``positive`` and ``negative`` once and build every method in ``methods`` from it.
 
     Methods that steer neurons share one set: ``neurons``, or the documented default selection
-    (:func:`~neurosteer.discovery.default_selection`; its attribution pass runs only where the
-    behaviour is ``attributable``)."""
+    (:func:`~neurosteer.discovery.default_selection`; its attribution pass reads the behaviour's
+    ``target``, and runs only where there is one)."""
     check_methods(list(methods))
     if neurons is not None:
         neurons.check_compatible(model)
@@ -83,7 +84,7 @@ def build_steerers(
             positive,
             negative,
             contrast,
-            attributable=attributable,
+            target=target,
             batch_size=batch_size,
             progress=progress,
         )

@@ -145,34 +145,44 @@ class Attribution(Score):
         negative: Sequence,
         *,
         metric: Any = None,
+        target: Any = None,
         batch_size: int = 16,
         chat_template: bool = True,
         progress: bool = False,
         statistics: Statistics | None = None,
     ) -> torch.Tensor:
-        """The ``[layers, neurons]`` scores. ``batch_size`` is the caller's forward batch; the
-        backward pass keeps every layer's activations for the gradient, so it runs a quarter of
-        that many prompts at a time (same scores, a quarter of the memory). ``statistics`` of the
-        same prompts (contrast statistics) supply the negative prompts' last-token means, so at
-        one position the negative prompts are not read again."""
-        from neurosteer.attribution import attribution_scores
+        """The ``[layers, neurons]`` scores. ``target``: the behaviour's
+        :class:`~neurosteer.attribution.AttributionTarget` (default: first-token refusal log-odds
+        on ``positive``; ``metric`` replaces only its metric). ``batch_size`` is the caller's
+        forward batch; the backward pass keeps every layer's activations for the gradient, so it
+        runs a quarter of that many prompts at a time (same scores, a quarter of the memory).
+        ``statistics`` of the same prompts (contrast statistics) supply the last-token means, so
+        at one position the negative prompts are not read again."""
+        from neurosteer.attribution import FIRST_TOKEN_REFUSAL, attribution_scores, gap_attribution_scores, mean_at_last
 
-        known = None
-        if statistics is not None and self.positions == 1:
-            known = statistics.neurons_negative.mean[:, None, :]
-
-        found = attribution_scores(
-            model,
-            tokenizer,
-            positive,
-            negative,
-            metric=metric,
-            positions=self.positions,
-            batch_size=max(1, whole("batch_size", batch_size) // 4),
-            negative_mean=known,
-            chat_template=chat_template,
-            progress=progress,
-        )
+        target = target or FIRST_TOKEN_REFUSAL
+        metric = metric or target.metric_for(tokenizer)
+        common = {
+            "metric": metric,
+            "positions": self.positions,
+            "batch_size": max(1, whole("batch_size", batch_size) // 4),
+            "chat_template": chat_template,
+            "progress": progress,
+        }
+        if target.prompts is not None:
+            if statistics is not None:
+                means = statistics.neurons_positive.mean, statistics.neurons_negative.mean
+            else:
+                means = tuple(
+                    mean_at_last(model, tokenizer, side, batch_size=batch_size, chat_template=chat_template)
+                    for side in (positive, negative)
+                )
+            found = gap_attribution_scores(model, tokenizer, target.prompts, *means, **common)
+        else:
+            known = None
+            if statistics is not None and self.positions == 1:
+                known = statistics.neurons_negative.mean[:, None, :]
+            found = attribution_scores(model, tokenizer, positive, negative, negative_mean=known, **common)
         return found.scores.clamp(min=0)
 
 

@@ -107,6 +107,7 @@ class TuneContext:
                     self.tokenizer,
                     positive,
                     negative,
+                    target=self.behaviour.attribution_target(self.config.n_train),
                     batch_size=self.config.batch_size,
                     statistics=self.contrast,
                 )
@@ -145,6 +146,9 @@ class NeuronSpace(SearchSpace):
 
     name: ClassVar[str] = "neurons"
     INTERVENTIONS: ClassVar[dict[str, type]] = {"cna": NeuronScaling, "patch": NeuronPatching}
+    # Up to 3: scaling reaches factor -2 (signed multipliers past -1) and patching overshoots the
+    # negative mean twice over. Searches run before this range read 0.25-2; Optuna keeps their trials.
+    STRENGTHS: ClassVar[tuple[float, float]] = (0.25, 3.0)
 
     def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
         n_layers = ctx.contrast.model.n_layers
@@ -153,7 +157,7 @@ class NeuronSpace(SearchSpace):
         fraction = trial.suggest_float("fraction", 1e-4, 1e-2, log=True)
         max_layer = trial.suggest_int("max_layer", n_layers // 2, n_layers - 1)
         method = trial.suggest_categorical("method", list(self.INTERVENTIONS))
-        strength = trial.suggest_float("strength", 0.25, 2.0)
+        strength = trial.suggest_float("strength", *self.STRENGTHS)
         matrix = None
         if score == "attribution":
             matrix = ctx.attribution_matrix(trial.suggest_categorical("positions", [1, 5]))

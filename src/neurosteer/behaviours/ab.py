@@ -6,15 +6,17 @@ turn opened with the answer letter, ``(A`` vs ``(B``, behaviour-matching vs not,
 letter. The metric asks the same question with the assistant turn opened with ``(`` and reads
 the probability of the matching letter normalised over the two letters (``p_matching``) and
 the logit difference of matching minus non-matching (``logit_diff``, per question, for the
-steerability slope of Tan et al. 2024). A letter's probability counts both ways a model writes
-it after ``(``: ``A`` and `` A``.
+steerability slope of Tan et al. 2024; the attribution score differentiates it). A letter's
+probability counts both ways a model writes it after ``(``: ``A`` and `` A``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -25,10 +27,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from neurosteer.attribution import AttributionTarget
 from neurosteer.behaviours.base import Behaviour, Evaluation, Measured
 from neurosteer.encoding import ChatPrompt
 from neurosteer.errors import PromptFileError, SettingsError
 from neurosteer.metrics.kl import first_token_logprobs
+from neurosteer.metrics.refusal import Metric
 from neurosteer.prompts import read_text
 
 VALIDATION_SHARE = 0.2
@@ -140,21 +144,41 @@ def letter_tokens(tokenizer: PreTrainedTokenizerBase, letter: str) -> list[int]:
     return found
 
 
+def letter_difference(
+    logprobs: torch.Tensor, items: Sequence[ABQuestion], tokenizer: PreTrainedTokenizerBase
+) -> torch.Tensor:
+    """Per row of ``[rows, vocab]`` log-probabilities of the token after ``(``: log p(matching
+    letter) - log p(non-matching letter) of ``items[row]``, each letter summed over its spellings
+    (:func:`letter_tokens`)."""
+    letters = sorted({q.matching for q in items} | {q.not_matching for q in items})
+    ids = {letter: letter_tokens(tokenizer, letter) for letter in letters}
+
+    def letter(row: int, name: str) -> torch.Tensor:
+        return logprobs[row, ids[name]].logsumexp(-1)
+
+    return torch.stack([letter(r, q.matching) - letter(r, q.not_matching) for r, q in enumerate(items)])
+
+
 def logit_differences(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: list[ABQuestion], *, batch_size: int, progress: bool
 ) -> torch.Tensor:
-    """Per question, log p(matching letter) - log p(non-matching letter) for the token after ``(``,
-    each letter's probability summed over its spellings (:func:`letter_tokens`). This is the
-    logit difference of the two letters renormalised over just them."""
+    """Per question, the letter difference (:func:`letter_difference`) of the answer opened with
+    ``(``: the logit difference of the two letters renormalised over just them."""
     logprobs = first_token_logprobs(
         model, tokenizer, [ChatPrompt(q.question, "(") for q in items], batch_size=batch_size, progress=progress
     )
-    letters = sorted({q.matching for q in items} | {q.not_matching for q in items})
-    per_letter = {letter: logprobs[:, letter_tokens(tokenizer, letter)].logsumexp(-1) for letter in letters}
-    rows = torch.arange(len(items))
-    matching = torch.stack([per_letter[q.matching][i] for i, q in zip(rows, items, strict=True)])
-    other = torch.stack([per_letter[q.not_matching][i] for i, q in zip(rows, items, strict=True)])
-    return (matching - other).double()
+    return letter_difference(logprobs, items, tokenizer).double()
+
+
+def letter_metric(items: Sequence[ABQuestion], tokenizer: PreTrainedTokenizerBase) -> Metric:
+    """The letter difference as an attribution metric: first-answer-token logits of the questions
+    ``items[rows]`` opened with ``(``."""
+
+    def metric(logits: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+        return letter_difference(logprobs, [items[r] for r in rows], tokenizer)
+
+    return metric
 
 
 @dataclass
@@ -193,11 +217,22 @@ class ABBehaviour(Behaviour):
             return self.items, self.eval_items
         return split_items(self.items)
 
+    attributable: bool = field(default=True, init=False)
+
     def training_pair(self, limit: int | None = None) -> tuple[list[ChatPrompt], list[ChatPrompt]]:
         """Matching and non-matching answers to the same training questions, letters balanced
         (:func:`balanced`)."""
         train = balanced(self.split()[0], limit)
         return [q.prompt(q.matching) for q in train], [q.prompt(q.not_matching) for q in train]
+
+    def attribution_target(self, limit: int | None = None) -> AttributionTarget:
+        """The letter difference read on the training questions opened with ``(``, weighed by
+        the training contrast at the answer letter."""
+        train = balanced(self.split()[0], limit)
+        return AttributionTarget(
+            metric_for=functools.partial(letter_metric, train),
+            prompts=tuple(ChatPrompt(q.question, "(") for q in train),
+        )
 
     def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> ABEvaluation:
         questions = load_ab_file(eval_file) if eval_file is not None else self.split()[1]

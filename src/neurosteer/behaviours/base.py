@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from neurosteer.attribution import AttributionTarget
 from neurosteer.encoding import Prompt
 from neurosteer.errors import SettingsError
 
@@ -49,7 +50,7 @@ class Behaviour(ABC):
     name: str
     description: str
     attributable: bool = False
-    """Whether the attribution score's first-token refusal metric measures this behaviour."""
+    """Whether the attribution score has a metric for this behaviour (:meth:`attribution_target`)."""
 
     @abstractmethod
     def training_pair(self, limit: int | None = None) -> tuple[list[Prompt], list[Prompt]]:
@@ -61,6 +62,11 @@ class Behaviour(ABC):
 
         ``eval_file`` replaces the bundled held-out data where the behaviour's kind allows it.
         """
+
+    def attribution_target(self, limit: int | None = None) -> AttributionTarget | None:
+        """What the attribution score differentiates for this behaviour's first ``limit`` training
+        items, or None where it has no such metric (a statistics score is used instead)."""
+        return None
 
     def validation(self, plan: Any, *, judge: Any = None) -> Evaluation:
         """The behaviour's full measure (answers, where it generates) on validation data, for

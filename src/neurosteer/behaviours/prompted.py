@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from neurosteer.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
 from neurosteer.behaviours.base import Behaviour, Evaluation, Measured
 from neurosteer.errors import SettingsError
 from neurosteer.generation import generate
@@ -113,6 +114,11 @@ class PromptPairBehaviour(Behaviour):
 
     def training_pair(self, limit: int | None = None) -> tuple[list, list]:
         return load_prompts(self.positive, limit=limit), load_prompts(self.negative, limit=limit)
+
+    def attribution_target(self, limit: int | None = None) -> AttributionTarget | None:
+        """First-token refusal log-odds on the positive prompts, where the behaviour is judged by
+        refusal (``attributable``)."""
+        return FIRST_TOKEN_REFUSAL if self.attributable else None
 
     def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> GenerationEvaluation:
         if eval_file is not None:

@@ -107,11 +107,13 @@ def discover(
     if positive is not None and negative is not None:
         pos = load_prompts(positive, column=column, limit=n_positive)
         neg = load_prompts(negative, column=column, limit=n_negative)
+        target = None
     else:
         from neurosteer.behaviours import load_behaviour
 
         chosen = load_behaviour(settings.behaviour)
         pos, neg = chosen.training_pair(settings.n_train)
+        target = chosen.attribution_target(settings.n_train)
         if score is None:
             score = DISCOVERY.score_for(chosen.attributable)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
@@ -127,6 +129,7 @@ def discover(
         drop_universal=drop_universal,
         max_layer=max_layer,
         positions=positions,
+        target=target,
         batch_size=settings.batch_size,
         chat_template=settings.chat_template,
         progress=progress,

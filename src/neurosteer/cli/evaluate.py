@@ -187,7 +187,7 @@ def evaluate(
             methods=[method],
             neurons=selected,
             batch_size=plan.batch_size,
-            attributable=chosen.attributable,
+            target=chosen.attribution_target(settings.n_train),
             progress=progress,
         )
         steering = steerers.apply(lm, method, strength)

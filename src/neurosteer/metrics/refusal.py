@@ -94,15 +94,17 @@ def refusal_opening_ids(tokenizer) -> list[int]:
     return sorted(found)
 
 
-Metric = Callable[[torch.Tensor], torch.Tensor]
-"""Maps ``[batch, vocab]`` first-answer-token logits to a ``[batch]`` behaviour measure."""
+Metric = Callable[..., torch.Tensor]
+"""Maps ``[batch, vocab]`` first-answer-token logits to a ``[batch]`` behaviour measure. Where the
+measure differs per prompt (an A/B question's matching letter) it also takes the batch rows'
+prompt indices, ``metric(logits, rows)``; a metric that needs no rows ignores them."""
 
 
 def refusal_logodds_metric(tokenizer) -> Metric:
     """Log-odds that the first answer token opens a refusal (see :func:`refusal_opening_ids`)."""
     ids = torch.tensor(refusal_opening_ids(tokenizer))
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
+    def metric(logits: torch.Tensor, _rows: Sequence[int] | None = None) -> torch.Tensor:
         logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
         inside = logprobs[:, ids.to(logits.device)].logsumexp(-1)
         outside = torch.log1p(-inside.exp().clamp(max=1 - 1e-6))
