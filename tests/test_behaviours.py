@@ -305,3 +305,24 @@ def test_search_screens_use_validation_data_only(tokenizer, tmp_path):
     (tmp_path / "b.toml").write_text('name = "x"\npositive = "p.txt"\nnegative = "p.txt"\neval_positive = ["p.txt"]\n')
     with pytest.raises(SettingsError, match="no validation data"):
         load_behaviour(str(tmp_path / "b.toml")).screen(plan)
+
+
+def test_ab_behaviours_have_an_attribution_target_but_select_by_statistics(tokenizer):
+    """A/B behaviours: the search and an explicit attribution score read the letter difference on
+    the training questions opened with '('; the default selection keeps the statistics score."""
+    from neurosteer.attribution import FIRST_TOKEN_REFUSAL
+    from neurosteer.contrast import collect_contrast
+    from neurosteer.defaults import DISCOVERY
+    from neurosteer.discovery import default_selection
+
+    behaviour = load_behaviour("sycophancy")
+    target = behaviour.attribution_target(8)
+    positive, negative = behaviour.training_pair(8)
+    assert [p.user for p in target.prompts] == [p.user for p in positive]
+    assert {p.answer for p in target.prompts} == {"("} and behaviour.default_target(8) is None
+    refusal = load_behaviour("refusal")
+    assert refusal.attribution_target() is refusal.default_target() is FIRST_TOKEN_REFUSAL
+    model = tiny_model("llama")
+    contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=4)
+    chosen = default_selection(model, tokenizer, positive, negative, contrast, target=behaviour.default_target(8))
+    assert chosen.method["score"] == DISCOVERY.statistics_score

@@ -162,7 +162,7 @@ def run_sweep(
             direction_layer=config.direction_layer,
             caa_layer=config.caa_layer,
             batch_size=config.plan.batch_size,
-            target=behaviour.attribution_target(config.n_train),
+            target=behaviour.default_target(config.n_train),
             progress=progress,
         )
         if steerers.neurons is not None:

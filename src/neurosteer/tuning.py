@@ -152,7 +152,9 @@ class NeuronSpace(SearchSpace):
 
     def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
         n_layers = ctx.contrast.model.n_layers
-        scores = ["selective", "mean_diff", "standardized"] + (["attribution"] if ctx.behaviour.attributable else [])
+        scores = ["selective", "mean_diff", "standardized"] + (
+            ["attribution"] if ctx.behaviour.attribution_target() is not None else []
+        )
         score = trial.suggest_categorical("score", scores)
         fraction = trial.suggest_float("fraction", 1e-4, 1e-2, log=True)
         max_layer = trial.suggest_int("max_layer", n_layers // 2, n_layers - 1)

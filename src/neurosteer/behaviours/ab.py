@@ -217,8 +217,6 @@ class ABBehaviour(Behaviour):
             return self.items, self.eval_items
         return split_items(self.items)
 
-    attributable: bool = field(default=True, init=False)
-
     def training_pair(self, limit: int | None = None) -> tuple[list[ChatPrompt], list[ChatPrompt]]:
         """Matching and non-matching answers to the same training questions, letters balanced
         (:func:`balanced`)."""
@@ -227,7 +225,9 @@ class ABBehaviour(Behaviour):
 
     def attribution_target(self, limit: int | None = None) -> AttributionTarget:
         """The letter difference read on the training questions opened with ``(``, weighed by
-        the training contrast at the answer letter."""
+        the training contrast at the answer letter. Not the default selection's score
+        (``attributable`` stays False): on CAA's sets it has not been measured to beat the
+        selective score (docs/results.md)."""
         train = balanced(self.split()[0], limit)
         return AttributionTarget(
             metric_for=functools.partial(letter_metric, train),

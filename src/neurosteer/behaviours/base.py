@@ -50,7 +50,9 @@ class Behaviour(ABC):
     name: str
     description: str
     attributable: bool = False
-    """Whether the attribution score has a metric for this behaviour (:meth:`attribution_target`)."""
+    """Whether the default neuron selection uses the attribution score for this behaviour (else
+    the statistics score). A behaviour can have an :meth:`attribution_target` (the search and an
+    explicit ``score="attribution"`` use it) without attribution being its measured default."""
 
     @abstractmethod
     def training_pair(self, limit: int | None = None) -> tuple[list[Prompt], list[Prompt]]:
@@ -67,6 +69,11 @@ class Behaviour(ABC):
         """What the attribution score differentiates for this behaviour's first ``limit`` training
         items, or None where it has no such metric (a statistics score is used instead)."""
         return None
+
+    def default_target(self, limit: int | None = None) -> AttributionTarget | None:
+        """The target of the default neuron selection: :meth:`attribution_target` where the
+        behaviour is ``attributable``, else None (the statistics score)."""
+        return self.attribution_target(limit) if self.attributable else None
 
     def validation(self, plan: Any, *, judge: Any = None) -> Evaluation:
         """The behaviour's full measure (answers, where it generates) on validation data, for

@@ -115,10 +115,10 @@ class PromptPairBehaviour(Behaviour):
     def training_pair(self, limit: int | None = None) -> tuple[list, list]:
         return load_prompts(self.positive, limit=limit), load_prompts(self.negative, limit=limit)
 
-    def attribution_target(self, limit: int | None = None) -> AttributionTarget | None:
-        """First-token refusal log-odds on the positive prompts, where the behaviour is judged by
-        refusal (``attributable``)."""
-        return FIRST_TOKEN_REFUSAL if self.attributable else None
+    def attribution_target(self, limit: int | None = None) -> AttributionTarget:
+        """First-token refusal log-odds on the positive prompts (the behaviour is judged by
+        refusal markers)."""
+        return FIRST_TOKEN_REFUSAL
 
     def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> GenerationEvaluation:
         if eval_file is not None:

@@ -187,7 +187,7 @@ def evaluate(
             methods=[method],
             neurons=selected,
             batch_size=plan.batch_size,
-            target=chosen.attribution_target(settings.n_train),
+            target=chosen.default_target(settings.n_train),
             progress=progress,
         )
         steering = steerers.apply(lm, method, strength)
