@@ -13,7 +13,8 @@ class DiscoveryDefaults:
     trial 16 of ``runs/tune-0.5b``, 200 neurons in layers 0-19 of 24).
 
     The attribution score needs a behaviour metric read from the model (refusal log-odds of the
-    first answer token); behaviours without one (CAA's A/B sets) and selections built from
+    first answer token); behaviours where it is not the measured default (CAA's A/B sets, whose
+    letter-difference attribution the search can still choose) and selections built from
     statistics alone use ``statistics_score``. ``layer_share``: candidates come from the layers
     below this share of the model's depth (the last layers mostly write the output, and steering
     them costs fluency).
