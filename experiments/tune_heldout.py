@@ -7,6 +7,7 @@ held-out data: JailbreakBench (refusal markers), harmless_val prompts past those
 (over-refusal, quality), XSTest, and first-token KL; 48-token greedy answers.
 
     python experiments/tune_heldout.py runs/tune-0.5b [--n-harmful 100] [--judge qwen2.5-1.5b]
+    python experiments/tune_heldout.py runs/tune-1.5b --n-xstest 0 --point neurons:19@2.8
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--judge", default=None)
     parser.add_argument("--max-kl", type=float, default=None, help="KL bound for the choice (default: the search's)")
+    parser.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        help="SPACE:TRIAL@STRENGTH: measure only this trial's intervention at another strength, chosen on "
+        "validation data (tune_revalidate.py --strengths); results go to heldout-points.json",
+    )
     args = parser.parse_args()
     config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
     if args.max_kl is not None:
@@ -80,6 +88,18 @@ def main() -> None:
         unseen = [r["answer"] for r in cell.records["jailbreakbench"][HERETIC_SAW:]]
         return {**cell.metrics, **({"refusal_jbb_unseen": refusal_rate(unseen)} if unseen else {})}
 
+    if args.point:
+        results = {}
+        for point in args.point:
+            name, _, at = point.partition("@")
+            space, _, trial = name.partition(":")
+            intervention, strength = rebuild(model, tokenizer, args.search, space, int(trial))
+            strength = float(at) * (1 if strength >= 0 else -1)
+            results[point] = measured(intervention.apply(model, strength), point)
+            print(point, json.dumps(results[point]), flush=True)
+        (args.search / "heldout-points.json").write_text(json.dumps(results, indent=1))
+        (args.search / "heldout-points-answers.json").write_text(json.dumps(answers, indent=1))
+        return
     results = {"unsteered": measured(nullcontext(), "unsteered")}
     for space, trials in rows.items():
         row = chosen(trials, config)
