@@ -49,14 +49,15 @@ def main() -> None:
     parser.add_argument("--n-questions", type=int, default=40)
     parser.add_argument("--n-harmless", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
     parser.add_argument("--out", type=Path, default=Path("runs/ab-attribution.json"))
     args = parser.parse_args()
     model, tokenizer = neurosteer.load_model(args.model)
     harmless = load_prompts("harmless_val", limit=args.n_harmless)
     reference = first_token_logprobs(model, tokenizer, harmless, batch_size=args.batch_size)
     plan = EvalPlan(n_questions=args.n_questions, batch_size=args.batch_size)
-    results: dict[str, dict] = {}
-    for name in BEHAVIOURS:
+    results: dict[str, dict] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for name in args.behaviours.split(","):
         started = time.perf_counter()
         behaviour = load_behaviour(name)
         positive, negative = behaviour.training_pair(args.n_train)
@@ -93,7 +94,7 @@ def main() -> None:
         row["seconds"] = time.perf_counter() - started
         results[name] = row
         print(name, json.dumps(row), flush=True)
-    args.out.write_text(json.dumps(results, indent=1))
+        args.out.write_text(json.dumps(results, indent=1))  # kept after each behaviour
     print("| behaviour | unsteered | score | method | p remove (KL) | p amplify (KL) | range |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, row in results.items():
