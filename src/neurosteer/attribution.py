@@ -85,8 +85,8 @@ def _batches(model, tokenizer, prompts, batch_size, description, progress, chat_
         yield batch.to(device)
 
 
-def _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template) -> torch.Tensor:
-    """``[layers, positions, neurons]`` mean activation of the negative prompts at their last positions."""
+def _tail_means(model, tokenizer, prompts, lay, positions, batch_size, progress, chat_template) -> torch.Tensor:
+    """``[layers, positions, neurons]`` mean activation of ``prompts`` at their last positions."""
     total = torch.zeros(lay.n_layers, positions, lay.neurons_per_layer, dtype=torch.float64)
     count = 0
     seen: dict[int, torch.Tensor] = {}
@@ -96,7 +96,7 @@ def _negative_means(model, tokenizer, negative, lay, positions, batch_size, prog
 
     hooks = [(proj, reader(i)) for i, proj in enumerate(lay.out_projs)]
     with installed_hooks(pre=hooks), torch.inference_mode():
-        for batch in _batches(model, tokenizer, negative, batch_size, "negative prompts", progress, chat_template):
+        for batch in _batches(model, tokenizer, prompts, batch_size, "mean activations", progress, chat_template):
             rows = batch.input_ids.shape[0]
             forward_base(model, batch)  # activations only: no LM head
             for layer, values in seen.items():
@@ -111,7 +111,7 @@ def mean_at_last(
 ) -> torch.Tensor:
     """``[layers, neurons]`` mean activation of ``prompts`` at their last token."""
     lay = layout(model)
-    return _negative_means(model, tokenizer, prompts, lay, 1, batch_size, False, chat_template)[:, 0]
+    return _tail_means(model, tokenizer, prompts, lay, 1, batch_size, False, chat_template)[:, 0]
 
 
 def attribution_scores(
@@ -141,7 +141,7 @@ def attribution_scores(
     lay = layout(model)
     metric = metric or refusal_logodds_metric(tokenizer)
     if negative_mean is None:
-        mu = _negative_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template)
+        mu = _tail_means(model, tokenizer, negative, lay, positions, batch_size, progress, chat_template)
     elif tuple(negative_mean.shape) != (lay.n_layers, positions, lay.neurons_per_layer):
         raise SettingsError(
             f"negative_mean must have shape {(lay.n_layers, positions, lay.neurons_per_layer)}, "
