@@ -7,8 +7,9 @@ import torch
 
 from neurosteer.activations import tokenize_prompts
 from neurosteer.architectures import layout
-from neurosteer.attribution import attribution_scores, gap_attribution_scores, mean_at_last
+from neurosteer.attribution import attribution_scores, gap_attribution_scores
 from neurosteer.behaviours.ab import ABBehaviour, ABQuestion, balanced, letter_tokens
+from neurosteer.contrast import collect_contrast
 from neurosteer.encoding import iter_batches, pad_token_id
 from neurosteer.hooks import installed_hooks
 from neurosteer.metrics.refusal import refusal_logodds_metric
@@ -131,7 +132,8 @@ def test_ab_attribution_matches_finite_differences(family, positions):
     target = behaviour.attribution_target()
     positive, negative = behaviour.training_pair()
     assert [p.answer for p in target.prompts] == ["("] * len(positive)
-    means = [mean_at_last(model, tok, side, batch_size=4, chat_template=True) for side in (positive, negative)]
+    contrast = collect_contrast(model, tok, positive, negative)
+    means = [contrast.neurons_positive.mean, contrast.neurons_negative.mean]
     metric = target.metric_for(tok)
     found = gap_attribution_scores(model, tok, target.prompts, *means, metric=metric, positions=positions, batch_size=2)
     gap = means[0] - means[1]
@@ -148,15 +150,14 @@ def test_ab_attribution_matches_finite_differences(family, positions):
 
         slope = (moved(step) - moved(-step)) / (2 * step)
         assert slope == pytest.approx(float(found.scores[layer, index]), rel=2e-2, abs=2e-4)
-    # The score object takes the target, and the statistics' means give the same scores.
-    from neurosteer.contrast import collect_contrast
+    # The score object takes the target, with the statistics given or collected itself.
     from neurosteer.scores import Attribution
 
-    contrast = collect_contrast(model, tok, positive, negative)
-    via_score = Attribution(positions=positions).from_model(
-        model, tok, positive, negative, target=target, batch_size=8, statistics=contrast
-    )
-    torch.testing.assert_close(via_score, found.scores.clamp(min=0), rtol=1e-4, atol=1e-6)
+    for statistics in (contrast, None):
+        via_score = Attribution(positions=positions).from_model(
+            model, tok, positive, negative, target=target, batch_size=8, statistics=statistics
+        )
+        torch.testing.assert_close(via_score, found.scores.clamp(min=0), rtol=1e-4, atol=1e-6)
 
 
 def test_ab_metric_reads_each_questions_own_letter():

@@ -106,14 +106,6 @@ def _tail_means(model, tokenizer, prompts, lay, positions, batch_size, progress,
     return total / count
 
 
-def mean_at_last(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence, *, batch_size: int, chat_template: bool
-) -> torch.Tensor:
-    """``[layers, neurons]`` mean activation of ``prompts`` at their last token."""
-    lay = layout(model)
-    return _tail_means(model, tokenizer, prompts, lay, 1, batch_size, False, chat_template)[:, 0]
-
-
 def attribution_scores(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -174,7 +166,9 @@ def gap_attribution_scores(
 ) -> Attribution:
     """Attribution where the metric is read on ``prompts`` that do not show the contrast: the
     mean gradient over their last ``positions`` tokens times the ``[layers, neurons]`` gap
-    ``positive_mean − negative_mean`` (the training contrast at the last token)."""
+    ``positive_mean − negative_mean`` (the training contrast at the last token, e.g. contrast
+    statistics' means). The result's ``negative_mean`` is that last-token mean, ``[layers, 1,
+    neurons]``, whatever ``positions``."""
     prompts = prompt_list("prompts", prompts)
     whole("positions", positions)
     whole("batch_size", batch_size)

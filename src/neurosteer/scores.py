@@ -158,7 +158,7 @@ class Attribution(Score):
         runs a quarter of that many prompts at a time (same scores, a quarter of the memory).
         ``statistics`` of the same prompts (contrast statistics) supply the last-token means, so
         at one position the negative prompts are not read again."""
-        from neurosteer.attribution import FIRST_TOKEN_REFUSAL, attribution_scores, gap_attribution_scores, mean_at_last
+        from neurosteer.attribution import FIRST_TOKEN_REFUSAL, attribution_scores, gap_attribution_scores
 
         target = target or FIRST_TOKEN_REFUSAL
         metric = metric or target.metric_for(tokenizer)
@@ -170,13 +170,13 @@ class Attribution(Score):
             "progress": progress,
         }
         if target.prompts is not None:
-            if statistics is not None:
-                means = statistics.neurons_positive.mean, statistics.neurons_negative.mean
-            else:
-                means = tuple(
-                    mean_at_last(model, tokenizer, side, batch_size=batch_size, chat_template=chat_template)
-                    for side in (positive, negative)
+            if statistics is None:
+                from neurosteer.contrast import collect_contrast
+
+                statistics = collect_contrast(
+                    model, tokenizer, positive, negative, batch_size=batch_size, chat_template=chat_template
                 )
+            means = statistics.neurons_positive.mean, statistics.neurons_negative.mean
             found = gap_attribution_scores(model, tokenizer, target.prompts, *means, **common)
         else:
             known = None
