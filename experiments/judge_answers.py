@@ -7,6 +7,11 @@ every prompt and answer), hence the slice: by default JailbreakBench 61-99, the 
 neither this search nor heretic's ever read.
 
     python experiments/judge_answers.py runs/tune-0.5b [--judge qwen2.5-1.5b] [--start 61] [--stop 100]
+    python experiments/judge_answers.py runs/tune-1.5b --start 0 \
+        --answers heldout-answers.json heldout-points-answers.json
+
+``--answers`` names one or more answer files of the search directory (``tune_heldout.py`` writes
+``heldout-points-answers.json`` for its ``--point`` runs); their points are judged together.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=61)
     parser.add_argument("--stop", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--answers", nargs="+", default=["heldout-answers.json"], help="answer files to judge")
     args = parser.parse_args()
-    answers = json.loads((args.search / "heldout-answers.json").read_text())
+    answers = {}
+    for name in args.answers:
+        answers.update(json.loads((args.search / name).read_text()))
     judge = RefusalJudge(*neurosteer.load_model(args.judge), batch_size=args.batch_size)
     results = {}
     print(f"{args.set} {args.start}-{args.stop - 1}, judge {args.judge}")

@@ -62,7 +62,8 @@ def main() -> None:
             f"({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
-    out = args.search / f"strengths-{args.trial}-{args.method}.json"
+    suffix = "" if args.tokens == 24 else f"-{args.tokens}t"
+    out = args.search / f"strengths-{args.trial}-{args.method}{suffix}.json"
     out.write_text(json.dumps(results, indent=1))
 
 

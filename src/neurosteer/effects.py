@@ -1,11 +1,13 @@
-"""Each neuron's share of a steering effect: restore it alone and measure again (leave-one-out).
+"""Each neuron's share of a steering effect: restore it alone and measure again (leave-one-out);
+or steer each candidate alone and keep those that do most (re-ranking).
 
 The steered model scales every neuron of a set by ``factor``. For each neuron we also run the
 model with that one neuron back at 1 and the others still scaled, and read two first-token
-measures: the refusal log-odds on harmful prompts (how much refusal that neuron alone brings
-back) and the KL divergence from the unsteered model on harmless prompts (how much of the
-damage it accounts for). All variants run batched: rows of one forward pass belong to different
-variants, and a hook scales each row's neurons with its own variant's factors.
+measures: a behaviour metric on positive prompts (by default the refusal log-odds on harmful
+prompts: how much refusal that neuron alone brings back) and the KL divergence from the
+unsteered model on harmless prompts (how much of the damage it accounts for). All variants run
+batched: rows of one forward pass belong to different variants, and a hook scales each row's
+neurons with its own variant's factors.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.activations import tokenize_prompts
 from neurosteer.architectures import Layout, layout
+from neurosteer.attribution import AttributionTarget
 from neurosteer.console import track
-from neurosteer.encoding import Batch, input_device, iter_batches, pad_token_id
+from neurosteer.encoding import Batch, Prompt, input_device, iter_batches, pad_token_id
+from neurosteer.errors import SettingsError
 from neurosteer.hooks import installed_hooks
-from neurosteer.metrics.refusal import refusal_logodds_metric
+from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.neuronset import NeuronSet
 from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.steering import Factor, per_neuron_factors
@@ -239,14 +243,17 @@ def measure_variants(
     tokenizer: PreTrainedTokenizerBase,
     neurons: NeuronSet,
     factors: torch.Tensor,
-    harmful: Sequence[str],
+    positive: Sequence[Prompt],
     harmless: Sequence[str],
     *,
+    metric: Metric | None = None,
     rows_per_pass: int = 64,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-token refusal log-odds on ``harmful`` and KL from the unsteered model on ``harmless``,
-    ``[variants]`` each, for every row of ``factors`` (``[2 + n, n]``).
+    """The behaviour ``metric`` averaged over ``positive`` (default: first-token refusal log-odds)
+    and KL from the unsteered model on ``harmless``, ``[variants]`` each, for every row of
+    ``factors`` (``[2 + n, n]``). ``metric`` receives first-token log-probabilities and each row's
+    index into ``positive``.
 
     Row 0 must be the unsteered model (all ones: the KL's reference); row 1 the run the others
     are compared with; row ``2 + i`` may differ from row 1 only at neuron ``i`` (its earlier layers
@@ -257,9 +264,9 @@ def measure_variants(
     neurons.check_compatible(model, lay)
     if factors.shape != (2 + len(neurons), len(neurons)) or not bool((factors[0] == 1).all()):
         raise ValueError("factors must be [2 + n, n] with the unsteered model (all ones) first")
-    refusal_logodds = refusal_logodds_metric(tokenizer)
+    metric = metric or refusal_logodds_metric(tokenizer)
     results: dict[str, torch.Tensor] = {}
-    for name, prompts in (("harmful", harmful), ("harmless", harmless)):
+    for name, prompts in (("positive", positive), ("harmless", harmless)):
         ids = tokenize_prompts(tokenizer, prompts, model=model)
         length = shared_prefix_length(ids)
         prefix = ids[0][:length] if length >= MIN_PREFIX and len(ids) > 1 else []
@@ -267,29 +274,40 @@ def measure_variants(
         (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
         label = f"neuron variants ({name})"
         logprobs = _all_variants(model, lay, neurons, factors, prefix, batch, rows_per_pass, label, progress)
-        if name == "harmful":  # log-softmax of log-probabilities changes nothing: the metric takes them
-            results[name] = refusal_logodds(logprobs.flatten(0, 1)).reshape(logprobs.shape[:2]).mean(1)
+        if name == "positive":  # log-softmax of log-probabilities changes nothing: the metric takes them
+            rows = list(range(len(prompts))) * len(factors)
+            results[name] = metric(logprobs.flatten(0, 1), rows).reshape(logprobs.shape[:2]).mean(1)
         else:
             reference = logprobs[0]
             results[name] = (reference.exp() * (reference - logprobs)).sum(-1).mean(1)
-    return results["harmful"], results["harmless"]
+    return results["positive"], results["harmless"]
 
 
 def leave_one_out(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     neurons: NeuronSet,
-    harmful: Sequence[str],
+    positive: Sequence[Prompt],
     harmless: Sequence[str],
     *,
     factor: Factor = 0.0,
+    metric: Metric | None = None,
     rows_per_pass: int = 64,
     progress: bool = False,
 ) -> EffectSummary:
-    """First-token refusal log-odds (``harmful``) and KL (``harmless``) for every variant."""
+    """First-token ``metric`` (default refusal log-odds) on ``positive`` and KL on ``harmless`` for
+    every variant (see :func:`measure_variants`)."""
     factors = variant_factors(neurons, factor)
     refusal, kl = measure_variants(
-        model, tokenizer, neurons, factors, harmful, harmless, rows_per_pass=rows_per_pass, progress=progress
+        model,
+        tokenizer,
+        neurons,
+        factors,
+        positive,
+        harmless,
+        metric=metric,
+        rows_per_pass=rows_per_pass,
+        progress=progress,
     )
     return EffectSummary(
         refusal_unsteered=float(refusal[0]),
@@ -302,14 +320,15 @@ def leave_one_out(
 
 @dataclass(frozen=True)
 class SingleEffects:
-    """Each candidate steered alone (the rest of the model unsteered): refusal log-odds and KL."""
+    """Each candidate steered alone (the rest of the model unsteered): the behaviour metric (by
+    default refusal log-odds; the fields keep that name) and KL."""
 
     refusal_unsteered: float
     refusal_alone: list[float]
     kl_alone: list[float]
 
     def drop(self, i: int) -> float:
-        """How much refusal log-odds candidate ``i`` alone removes."""
+        """How much of the behaviour metric candidate ``i`` alone removes."""
         return self.refusal_unsteered - self.refusal_alone[i]
 
 
@@ -317,10 +336,11 @@ def single_neuron_effects(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     neurons: NeuronSet,
-    harmful: Sequence[str],
+    positive: Sequence[Prompt],
     harmless: Sequence[str],
     *,
     factor: Factor = 0.0,
+    metric: Metric | None = None,
     rows_per_pass: int = 64,
     progress: bool = False,
 ) -> SingleEffects:
@@ -329,7 +349,15 @@ def single_neuron_effects(
     factors = torch.ones(2 + len(neurons), len(neurons))
     factors[2:].diagonal().copy_(alone)
     refusal, kl = measure_variants(
-        model, tokenizer, neurons, factors, harmful, harmless, rows_per_pass=rows_per_pass, progress=progress
+        model,
+        tokenizer,
+        neurons,
+        factors,
+        positive,
+        harmless,
+        metric=metric,
+        rows_per_pass=rows_per_pass,
+        progress=progress,
     )
     return SingleEffects(float(refusal[0]), refusal[2:].tolist(), kl[2:].tolist())
 
@@ -357,3 +385,40 @@ def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: 
         prompts=neurons.prompts,
         version=neurons.version,
     )
+
+
+def rerank_by_effect(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    candidates: NeuronSet,
+    target: AttributionTarget,
+    harmless: Sequence[str],
+    keep: int,
+    *,
+    factor: Factor = 0.0,
+    kl_weight: float = 0.0,
+    rows_per_pass: int = 64,
+    progress: bool = False,
+) -> NeuronSet:
+    """The ``keep`` of ``candidates`` whose steering alone (scaling by ``factor``; 0 ablates) lowers
+    the behaviour's metric most on the target's prompts, less ``kl_weight`` times their KL on
+    ``harmless``: a score's top candidates ordered by what each one measurably does.
+
+    ``target`` is a behaviour's :meth:`~neurosteer.behaviours.Behaviour.validation_target`: its
+    metric on validation prompts, so the order is not read off the prompts that chose the
+    candidates, nor off held-out ones.
+    """
+    if not target.prompts:
+        raise SettingsError("re-ranking reads the behaviour's metric on validation prompts; this target has none")
+    effects = single_neuron_effects(
+        model,
+        tokenizer,
+        candidates,
+        target.prompts,
+        harmless,
+        factor=factor,
+        metric=target.metric_for(tokenizer),
+        rows_per_pass=rows_per_pass,
+        progress=progress,
+    )
+    return rerank(candidates, effects, keep, kl_weight=kl_weight)

@@ -181,6 +181,14 @@ def letter_metric(items: Sequence[ABQuestion], tokenizer: PreTrainedTokenizerBas
     return metric
 
 
+def letter_target(items: Sequence[ABQuestion]) -> AttributionTarget:
+    """The letter difference of ``items``, read on each question with its answer opened with ``(``."""
+    return AttributionTarget(
+        metric_for=functools.partial(letter_metric, list(items)),
+        prompts=tuple(ChatPrompt(q.question, "(") for q in items),
+    )
+
+
 @dataclass
 class ABEvaluation(Evaluation):
     items: list[ABQuestion]
@@ -228,11 +236,11 @@ class ABBehaviour(Behaviour):
         the training contrast at the answer letter. Not the default selection's score
         (``attributable`` stays False): on CAA's sets it has not been measured to beat the
         selective score (docs/results.md)."""
-        train = balanced(self.split()[0], limit)
-        return AttributionTarget(
-            metric_for=functools.partial(letter_metric, train),
-            prompts=tuple(ChatPrompt(q.question, "(") for q in train),
-        )
+        return letter_target(balanced(self.split()[0], limit))
+
+    def validation_target(self, limit: int | None = None) -> AttributionTarget:
+        """The letter difference on the validation questions (those the screen reads)."""
+        return letter_target(self.split()[1][:limit])
 
     def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> ABEvaluation:
         questions = load_ab_file(eval_file) if eval_file is not None else self.split()[1]

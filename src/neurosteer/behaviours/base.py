@@ -75,6 +75,11 @@ class Behaviour(ABC):
         behaviour is ``attributable``, else None (the statistics score)."""
         return self.attribution_target(limit) if self.attributable else None
 
+    def validation_target(self, limit: int | None = None) -> AttributionTarget:
+        """The behaviour's first-token metric read on ``limit`` validation prompts or questions
+        (never the held-out evaluation data): what re-ranking by measured effect reads."""
+        raise SettingsError(f"behaviour '{self.name}' has no validation data to measure effects on")
+
     def validation(self, plan: Any, *, judge: Any = None) -> Evaluation:
         """The behaviour's full measure (answers, where it generates) on validation data, for
         confirming a search's candidates without touching the held-out evaluation data."""

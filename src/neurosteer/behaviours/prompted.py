@@ -120,6 +120,13 @@ class PromptPairBehaviour(Behaviour):
         refusal markers)."""
         return FIRST_TOKEN_REFUSAL
 
+    def validation_target(self, limit: int | None = None) -> AttributionTarget:
+        if self.validation_positive is None:
+            return super().validation_target(limit)
+        return AttributionTarget(
+            FIRST_TOKEN_REFUSAL.metric_for, tuple(load_prompts(self.validation_positive, limit=limit))
+        )
+
     def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> GenerationEvaluation:
         if eval_file is not None:
             raise SettingsError(

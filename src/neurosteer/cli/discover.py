@@ -26,6 +26,7 @@ from neurosteer.console import console, safe
 from neurosteer.defaults import DISCOVERY
 from neurosteer.errors import SettingsError
 from neurosteer.prompts import load_prompts
+from neurosteer.validation import whole
 
 PROMPT_HELP = "Bundled prompt set (e.g. harmful_train) or a .txt/.json/.jsonl/.csv file."
 
@@ -76,6 +77,19 @@ def discover(
     drop_universal: Annotated[
         float | None, typer.Option(help="Drop neurons whose RMS activation is above this quantile.")
     ] = None,
+    rerank_from: Annotated[
+        int | None,
+        typer.Option(
+            help="With a behaviour: score this many candidates, then keep the --top-k/--fraction whose "
+            "ablation alone lowers the behaviour's metric most on its validation prompts.",
+        ),
+    ] = None,
+    n_rerank: Annotated[
+        int, typer.Option(help="--rerank-from: validation prompts (and harmless prompts for the KL) to measure on.")
+    ] = 32,
+    rerank_kl_weight: Annotated[
+        float, typer.Option(help="--rerank-from: rank by metric drop minus this times the candidate's KL.")
+    ] = 0.0,
     n_positive: Annotated[int | None, typer.Option(help="Use only the first N positive prompts.")] = None,
     n_negative: Annotated[int | None, typer.Option(help="Use only the first N negative prompts.")] = None,
     column: Annotated[str | None, typer.Option(help="Text column of CSV/JSON prompt files.")] = None,
@@ -87,7 +101,9 @@ def discover(
     progress: ProgressOpt = True,
 ) -> None:
     """Find the MLP neurons whose activations separate POSITIVE from NEGATIVE prompts (or a behaviour's pairs)."""
-    from neurosteer.discovery import find_neurons
+    from neurosteer.architectures import layout
+    from neurosteer.discovery import count_to_keep, find_neurons
+    from neurosteer.effects import rerank_by_effect
 
     if fraction is not None and not 0 < fraction <= 1:
         raise SettingsError(f"--fraction must be in (0, 1], got {fraction}")
@@ -105,9 +121,13 @@ def discover(
     if (positive is None) != (negative is None):
         raise SettingsError("give both --positive and --negative, or neither (then --behaviour's training pairs)")
     if positive is not None and negative is not None:
+        if rerank_from is not None:
+            raise SettingsError(
+                "--rerank-from measures a behaviour's metric on its validation prompts; use it with --behaviour"
+            )
         pos = load_prompts(positive, column=column, limit=n_positive)
         neg = load_prompts(negative, column=column, limit=n_negative)
-        target = None
+        target = chosen = None
     else:
         from neurosteer.behaviours import load_behaviour
 
@@ -116,14 +136,18 @@ def discover(
         target = chosen.attribution_target(settings.n_train)
         if score is None:
             score = DISCOVERY.score_for(chosen.attributable)
+    validation = chosen.validation_target(whole("--n-rerank", n_rerank)) if rerank_from is not None else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
+    keep = count_to_keep(layout(lm).n_neurons, fraction, top_k)
+    if rerank_from is not None and whole("--rerank-from", rerank_from) <= keep:
+        raise SettingsError(f"--rerank-from must be more than the {keep} neurons kept; give more candidates")
     neurons = find_neurons(
         lm,
         tokenizer,
         pos,
         neg,
-        fraction=fraction,
-        top_k=top_k,
+        fraction=fraction if rerank_from is None else None,
+        top_k=top_k if rerank_from is None else rerank_from,
         score=score,
         skip_layers=skip_layers,
         drop_universal=drop_universal,
@@ -134,6 +158,11 @@ def discover(
         chat_template=settings.chat_template,
         progress=progress,
     )
+    if validation is not None:
+        harmless = load_prompts("harmless_val", limit=n_rerank)
+        neurons = rerank_by_effect(
+            lm, tokenizer, neurons, validation, harmless, keep, kl_weight=rerank_kl_weight, progress=progress
+        )
     path = neurons.save(out)
     layers = neurons.count_by_layer()
     console.print(
