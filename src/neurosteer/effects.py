@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,6 +205,11 @@ def _recorders(lay: Layout, store: dict[int, Any] | None) -> list:
     return [(layer, recorder(i)) for i, layer in enumerate(lay.layers)]
 
 
+Summary = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Maps ``[variants, prompts, vocab]`` first-token log-probabilities (and the unsteered model's
+``[prompts, vocab]``) to one value per variant."""
+
+
 def _all_variants(
     model: nn.Module,
     lay: Layout,
@@ -213,27 +218,30 @@ def _all_variants(
     prefix: list[int],
     batch: Batch,
     rows_per_pass: int,
+    summarise: Summary,
     progress_label: str,
     progress: bool,
 ) -> torch.Tensor:
-    """``[variants, prompts, vocab]`` for every variant of :func:`variant_factors`.
+    """``[variants]``: ``summarise`` of every variant of :func:`variant_factors`, pass by pass, so
+    memory holds one pass's log-probabilities, not every variant's (hundreds of candidates times a
+    150k-token vocabulary would not fit).
 
     The unsteered and the steered model run whole; each restored variant reuses the steered run's
     outputs of the layers before its neuron and computes only the rest, grouped by that layer.
     """
     run = functools.partial(_first_token_logprobs, model, lay, neurons, factors)
     recorded = SteeredRun()
-    first = run([0], prefix, batch)
-    steered = run([1], prefix, batch, record=recorded)
-    out = torch.empty(len(factors), *first.shape[1:])
-    out[0], out[1] = first[0], steered[0]
+    unsteered = run([0], prefix, batch)
+    out = torch.empty(len(factors))
+    out[0] = summarise(unsteered, unsteered[0])[0]
+    out[1] = summarise(run([1], prefix, batch, record=recorded), unsteered[0])[0]
     per_pass = max(1, rows_per_pass // batch.input_ids.shape[0])
     groups = []
     for layer in torch.unique(neurons.layers).tolist():
         members = [2 + int(i) for i in (neurons.layers == layer).nonzero().flatten()]
         groups += [(int(layer), members[k : k + per_pass]) for k in range(0, len(members), per_pass)]
     for layer, variants in track(groups, progress_label, total=len(groups), enabled=progress):
-        out[variants] = run(variants, prefix, batch, replay=recorded, upto=layer)
+        out[variants] = summarise(run(variants, prefix, batch, replay=recorded, upto=layer), unsteered[0])
     return out
 
 
@@ -273,14 +281,27 @@ def measure_variants(
         ids = [seq[len(prefix) :] for seq in ids]
         (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tokenizer), padding_side="left")
         label = f"neuron variants ({name})"
-        logprobs = _all_variants(model, lay, neurons, factors, prefix, batch, rows_per_pass, label, progress)
-        if name == "positive":  # log-softmax of log-probabilities changes nothing: the metric takes them
-            rows = list(range(len(prompts))) * len(factors)
-            results[name] = metric(logprobs.flatten(0, 1), rows).reshape(logprobs.shape[:2]).mean(1)
-        else:
-            reference = logprobs[0]
-            results[name] = (reference.exp() * (reference - logprobs)).sum(-1).mean(1)
+        summarise = _metric_summary(metric) if name == "positive" else _kl_summary
+        results[name] = _all_variants(
+            model, lay, neurons, factors, prefix, batch, rows_per_pass, summarise, label, progress
+        )
     return results["positive"], results["harmless"]
+
+
+def _metric_summary(metric: Metric) -> Summary:
+    """The behaviour metric per variant, averaged over prompts (row ``r`` of a variant is prompt ``r``)."""
+
+    def summarise(logprobs: torch.Tensor, _unsteered: torch.Tensor) -> torch.Tensor:
+        # log-softmax of log-probabilities changes nothing: the metric may take them as logits
+        rows = list(range(logprobs.shape[1])) * logprobs.shape[0]
+        return metric(logprobs.flatten(0, 1), rows).reshape(logprobs.shape[:2]).mean(1)
+
+    return summarise
+
+
+def _kl_summary(logprobs: torch.Tensor, unsteered: torch.Tensor) -> torch.Tensor:
+    """KL(unsteered ‖ variant) per variant, averaged over prompts."""
+    return (unsteered.exp() * (unsteered - logprobs)).sum(-1).mean(1)
 
 
 def leave_one_out(
