@@ -387,7 +387,7 @@ def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: 
     """The ``keep`` candidates with the largest measured effect, ``drop - kl_weight * kl``, first.
 
     The correlational or first-order score chose the candidates; this orders them by what
-    steering each one actually did on held-out prompts (Kazemi et al.'s re-ranking step).
+    steering each one actually did on validation prompts (Kazemi et al.'s re-ranking step).
     """
     whole("keep", keep)
     if len(effects.refusal_alone) != len(neurons):
