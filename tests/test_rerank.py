@@ -77,6 +77,9 @@ def test_cli_discover_reranks_a_behaviours_candidates(cli_workspace, tmp_path):
         invoke(*args, "-b", "refusal", "--n-train", "4", "--rerank-from", "2"), "--rerank-from must be more than"
     )
     assert_one_line_error(
+        invoke(*args, "-b", "refusal", "--rerank-from", "5", "--rerank-kl-weight", "nan"), "finite number"
+    )
+    assert_one_line_error(
         invoke(*args, "-p", cli_workspace / "pos.txt", "-n", cli_workspace / "neg.json", "--rerank-from", "5"),
         "use it with --behaviour",
     )

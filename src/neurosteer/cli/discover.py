@@ -26,7 +26,7 @@ from neurosteer.console import console, safe
 from neurosteer.defaults import DISCOVERY
 from neurosteer.errors import SettingsError
 from neurosteer.prompts import load_prompts
-from neurosteer.validation import whole
+from neurosteer.validation import finite, whole
 
 PROMPT_HELP = "Bundled prompt set (e.g. harmful_train) or a .txt/.json/.jsonl/.csv file."
 
@@ -136,6 +136,7 @@ def discover(
         target = chosen.attribution_target(settings.n_train)
         if score is None:
             score = DISCOVERY.score_for(chosen.attributable)
+    finite("--rerank-kl-weight", rerank_kl_weight)
     validation = chosen.validation_target(whole("--n-rerank", n_rerank)) if rerank_from is not None else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     keep = count_to_keep(layout(lm).n_neurons, fraction, top_k)
