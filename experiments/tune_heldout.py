@@ -47,7 +47,7 @@ def main() -> None:
         action="append",
         default=[],
         help="SPACE:TRIAL@STRENGTH: measure only this trial's intervention at another strength, chosen on "
-        "validation data (tune_revalidate.py --strengths); results go to heldout-points.json",
+        "validation data (tune_strengths.py); results go to heldout-points.json",
     )
     args = parser.parse_args()
     config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])

@@ -26,8 +26,14 @@ from tune_heldout import chosen
 import neurosteer
 from neurosteer.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
 from neurosteer.effects import rerank_by_effect
+from neurosteer.neuronset import NeuronSet
 from neurosteer.prompts import load_prompts
 from neurosteer.tuning import FixedTrial, NeuronSpace, TuneConfig, context, trial_rows
+
+
+def pairs(neurons: NeuronSet) -> set[tuple[int, int]]:
+    """The set's neurons as (layer, index) pairs."""
+    return set(zip(neurons.layers.tolist(), neurons.indices.tolist(), strict=True))
 
 
 def main() -> None:
@@ -68,10 +74,7 @@ def main() -> None:
         kept = rerank_by_effect(model, tokenizer, candidates, target, harmless, keep, kl_weight=weight)
         seconds = time.perf_counter() - started
         value, kl = ctx.measure(type(intervention)(kept).apply(model, strength))
-        shared = len(
-            {(int(a), int(b)) for a, b in zip(kept.layers, kept.indices, strict=True)}
-            & set(zip(intervention.neurons.layers.tolist(), intervention.neurons.indices.tolist(), strict=True))
-        )
+        shared = len(pairs(kept) & pairs(intervention.neurons))
         name = f"re-ranked from {len(candidates)}, KL weight {weight:g} ({shared} shared)"
         print(f"| {name} | {keep} | {value:.3f} | {kl:.3f} | {seconds:.0f} |", flush=True)
         results[f"kl_weight={weight:g}"] = {"screen": value, "kl": kl, "shared": shared, "seconds": seconds}

@@ -201,7 +201,7 @@ def test_single_neuron_effects_match_steering_each_alone_and_rerank(family):
             harmful = first_token_logprobs(model, tok, POSITIVE)
             harmless = first_token_logprobs(model, tok, NEGATIVE)
         p = harmful[:, refusal_ids].exp().sum(-1)
-        assert effects.refusal_alone[i] == pytest.approx(float((p.log() - (1 - p).log()).mean()), abs=1e-4)
+        assert effects.metric_alone[i] == pytest.approx(float((p.log() - (1 - p).log()).mean()), abs=1e-4)
         kl = float((reference.exp() * (reference - harmless)).sum(-1).mean())
         assert effects.kl_alone[i] == pytest.approx(kl, abs=1e-4)
     best = rerank(neurons, effects, 2)

@@ -42,13 +42,13 @@ def test_ab_effects_and_rerank_read_the_letter_difference_on_validation_question
         logprobs = first_token_logprobs(model, tok, list(target.prompts))
         return float(letter_difference(logprobs, VALIDATION, tok).mean())
 
-    assert effects.refusal_unsteered == pytest.approx(difference(), abs=1e-4)
+    assert effects.metric_unsteered == pytest.approx(difference(), abs=1e-4)
     for i in range(4):
         factors = torch.ones(4)
         factors[i] = 0.0
         with neurosteer.steer(model, candidates, factor=factors):
-            assert effects.refusal_alone[i] == pytest.approx(difference(), abs=1e-4)
-    assert len({round(v, 5) for v in effects.refusal_alone}) > 1  # the candidates differ, so the order means something
+            assert effects.metric_alone[i] == pytest.approx(difference(), abs=1e-4)
+    assert len({round(v, 5) for v in effects.metric_alone}) > 1  # the candidates differ, so the order means something
     kept = rerank_by_effect(model, tok, candidates, target, NEGATIVE, 2, rows_per_pass=5)
     best = sorted(range(4), key=lambda i: -effects.drop(i))[:2]
     assert kept.indices.tolist() == [int(candidates.indices[i]) for i in best]

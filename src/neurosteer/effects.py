@@ -30,6 +30,7 @@ from neurosteer.console import track
 from neurosteer.encoding import Batch, Prompt, input_device, iter_batches, pad_token_id
 from neurosteer.errors import SettingsError
 from neurosteer.hooks import installed_hooks
+from neurosteer.metrics.kl import kl_divergence
 from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.neuronset import NeuronSet
 from neurosteer.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
@@ -301,7 +302,7 @@ def _metric_summary(metric: Metric) -> Summary:
 
 def _kl_summary(logprobs: torch.Tensor, unsteered: torch.Tensor) -> torch.Tensor:
     """KL(unsteered ‖ variant) per variant, averaged over prompts."""
-    return (unsteered.exp() * (unsteered - logprobs)).sum(-1).mean(1)
+    return torch.tensor([kl_divergence(unsteered, variant) for variant in logprobs])
 
 
 def leave_one_out(
@@ -342,15 +343,15 @@ def leave_one_out(
 @dataclass(frozen=True)
 class SingleEffects:
     """Each candidate steered alone (the rest of the model unsteered): the behaviour metric (by
-    default refusal log-odds; the fields keep that name) and KL."""
+    default refusal log-odds) and KL."""
 
-    refusal_unsteered: float
-    refusal_alone: list[float]
+    metric_unsteered: float
+    metric_alone: list[float]
     kl_alone: list[float]
 
     def drop(self, i: int) -> float:
         """How much of the behaviour metric candidate ``i`` alone removes."""
-        return self.refusal_unsteered - self.refusal_alone[i]
+        return self.metric_unsteered - self.metric_alone[i]
 
 
 def single_neuron_effects(
@@ -369,7 +370,7 @@ def single_neuron_effects(
     alone = per_neuron_factors(neurons, factor)
     factors = torch.ones(2 + len(neurons), len(neurons))
     factors[2:].diagonal().copy_(alone)
-    refusal, kl = measure_variants(
+    measured, kl = measure_variants(
         model,
         tokenizer,
         neurons,
@@ -380,7 +381,7 @@ def single_neuron_effects(
         rows_per_pass=rows_per_pass,
         progress=progress,
     )
-    return SingleEffects(float(refusal[0]), refusal[2:].tolist(), kl[2:].tolist())
+    return SingleEffects(float(measured[0]), measured[2:].tolist(), kl[2:].tolist())
 
 
 def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: float = 0.0) -> NeuronSet:
@@ -390,7 +391,7 @@ def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: 
     steering each one actually did on validation prompts (Kazemi et al.'s re-ranking step).
     """
     whole("keep", keep)
-    if len(effects.refusal_alone) != len(neurons):
+    if len(effects.metric_alone) != len(neurons):
         raise ValueError("effects were measured on another candidate set")
     value = torch.tensor([effects.drop(i) - kl_weight * effects.kl_alone[i] for i in range(len(neurons))])
     order = torch.sort(value, descending=True, stable=True).indices[: min(keep, len(neurons))]

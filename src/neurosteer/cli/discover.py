@@ -139,9 +139,10 @@ def discover(
     finite("--rerank-kl-weight", rerank_kl_weight)
     validation = chosen.validation_target(whole("--n-rerank", n_rerank)) if rerank_from is not None else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
-    keep = count_to_keep(layout(lm).n_neurons, fraction, top_k)
-    if rerank_from is not None and whole("--rerank-from", rerank_from) <= keep:
-        raise SettingsError(f"--rerank-from must be more than the {keep} neurons kept; give more candidates")
+    if rerank_from is not None:
+        keep = count_to_keep(layout(lm).n_neurons, fraction, top_k)
+        if whole("--rerank-from", rerank_from) <= keep:
+            raise SettingsError(f"--rerank-from must be more than the {keep} neurons kept; give more candidates")
     neurons = find_neurons(
         lm,
         tokenizer,
