@@ -8,6 +8,12 @@ held-out data: JailbreakBench (refusal markers), harmless_val prompts past those
 
     python experiments/tune_heldout.py runs/tune-0.5b [--n-harmful 100] [--judge qwen2.5-1.5b]
     python experiments/tune_heldout.py runs/tune-1.5b --n-xstest 0 --point neurons:19@2.8
+    python experiments/tune_heldout.py runs/tune-1.5b --n-xstest 0 --sets strongreject --n-harmful 313 \
+        --point unsteered --point neurons:19@2.8 --point ablation:54@1
+
+``--sets`` names other held-out harmful sets (:data:`neurosteer.evaluation.HELD_OUT_HARMFUL`); their
+results go to files named after them (``heldout-points-strongreject.json``), so the JailbreakBench
+records stay.
 """
 
 from __future__ import annotations
@@ -41,13 +47,14 @@ def main() -> None:
     parser.add_argument("--n-xstest", type=int, default=25)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--judge", default=None)
+    parser.add_argument("--sets", default="jailbreakbench", help="comma-separated held-out harmful sets")
     parser.add_argument("--max-kl", type=float, default=None, help="KL bound for the choice (default: the search's)")
     parser.add_argument(
         "--point",
         action="append",
         default=[],
-        help="SPACE:TRIAL@STRENGTH: measure only this trial's intervention at another strength, chosen on "
-        "validation data (tune_strengths.py); results go to heldout-points.json",
+        help="SPACE:TRIAL@STRENGTH (or 'unsteered'): measure only this trial's intervention at another "
+        "strength, chosen on validation data (tune_strengths.py); results go to heldout-points.json",
     )
     args = parser.parse_args()
     config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
@@ -68,7 +75,10 @@ def main() -> None:
 
         judge = RefusalJudge(*neurosteer.load_model(args.judge), batch_size=16)
     # Harmless prompts past the ones the search's KL objective read.
+    sets = args.sets.split(",")
+    suffix = "" if sets == ["jailbreakbench"] else "-" + "-".join(sets)
     plan = EvalPlan(
+        harmful_sets=sets,
         n_harmful=args.n_harmful,
         n_harmless=config.n_harmless + 50,
         n_xstest=args.n_xstest or None,  # 0: no XSTest
@@ -85,20 +95,29 @@ def main() -> None:
         cell = evaluator.run(steering, label=label)
         answers[label] = cell.records
         # heretic's search read the first 61 JailbreakBench behaviours; the rest neither tool saw.
-        unseen = [r["answer"] for r in cell.records["jailbreakbench"][HERETIC_SAW:]]
+        unseen = [r["answer"] for r in cell.records.get("jailbreakbench", [])[HERETIC_SAW:]]
         return {**cell.metrics, **({"refusal_jbb_unseen": refusal_rate(unseen)} if unseen else {})}
+
+    def save_points(results: dict) -> None:
+        """Print the newest point and rewrite both files, so a stopped run keeps what it measured."""
+        name = next(reversed(results))
+        print(name, json.dumps(results[name]), flush=True)
+        (args.search / f"heldout-points{suffix}.json").write_text(json.dumps(results, indent=1))
+        (args.search / f"heldout-points{suffix}-answers.json").write_text(json.dumps(answers, indent=1))
 
     if args.point:
         results = {}
         for point in args.point:
+            if point == "unsteered":
+                results[point] = measured(nullcontext(), point)
+                save_points(results)
+                continue
             name, _, at = point.partition("@")
             space, _, trial = name.partition(":")
             intervention, strength = rebuild(model, tokenizer, args.search, space, int(trial))
             strength = float(at) * (1 if strength >= 0 else -1)
             results[point] = measured(intervention.apply(model, strength), point)
-            print(point, json.dumps(results[point]), flush=True)
-        (args.search / "heldout-points.json").write_text(json.dumps(results, indent=1))
-        (args.search / "heldout-points-answers.json").write_text(json.dumps(answers, indent=1))
+            save_points(results)
         return
     results = {"unsteered": measured(nullcontext(), "unsteered")}
     for space, trials in rows.items():
@@ -109,9 +128,9 @@ def main() -> None:
         intervention, strength = rebuild(model, tokenizer, args.search, space, row["trial"])
         metrics = measured(intervention.apply(model, strength), f"{space}:{row['trial']}")
         results[f"{space}:{row['trial']}"] = {**metrics, "params": row["params"], "validation_kl": row["kl"]}
-    out = args.search / "heldout.json"
+    out = args.search / f"heldout{suffix}.json"
     out.write_text(json.dumps(results, indent=1))
-    (args.search / "heldout-answers.json").write_text(json.dumps(answers, indent=1))
+    (args.search / f"heldout{suffix}-answers.json").write_text(json.dumps(answers, indent=1))
     keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal"]
     keys += ["quality", "degenerate", "kl"]
     keys = [k for k in keys if k in results["unsteered"]]

@@ -1,9 +1,9 @@
 """One search trial's neuron set at other strengths, on validation prompts only.
 
 The search's screen reads 39 ``harmful_val`` prompts, and its strength range was 0.25-2 when
-the 1.5B search began. This script takes one finished neuron trial, keeps its neurons and
-measures the intervention at each of ``--strengths`` (and, with ``--as patch``, patching the same
-neurons instead of scaling them): refusal markers in ``--tokens``-token greedy answers to the
+the 1.5B search began. This script takes one finished trial of a neuron space (``--space neurons``
+or ``clamp``), keeps its neurons and measures the intervention at each of ``--strengths`` (with
+``--as patch`` or ``--as clamp [--margin M]``, patching or clamping the same neurons instead): refusal markers in ``--tokens``-token greedy answers to the
 ``harmful_val`` prompts plus the ``harmful_train`` prompts past the ``n_train`` that discovery
 read (171 validation prompts), and first-token KL on the search's harmless prompts. Nothing held
 out is read; the strength it suggests is then checked held out with
@@ -20,27 +20,34 @@ import time
 from pathlib import Path
 
 import neurosteer
+from neurosteer.defaults import CLAMP
 from neurosteer.generation import generate
-from neurosteer.interventions import NeuronPatching
+from neurosteer.interventions import NeuronClamping, NeuronPatching
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.refusal import is_refusal, refusal_rate
 from neurosteer.prompts import load_prompts
-from neurosteer.tuning import TuneConfig, rebuild
+from neurosteer.tuning import TuneConfig, context, rebuild
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("search", type=Path)
-    parser.add_argument("--trial", type=int, required=True, help="a trial of the neurons space")
+    parser.add_argument("--trial", type=int, required=True, help="a trial of the --space")
+    parser.add_argument("--space", default="neurons", choices=["neurons", "clamp"])
     parser.add_argument("--strengths", required=True, help="comma-separated strengths")
-    parser.add_argument("--as", dest="method", choices=["trial", "patch"], default="trial")
+    parser.add_argument("--as", dest="method", choices=["trial", "patch", "clamp"], default="trial")
+    parser.add_argument("--margin", type=float, default=None, help="clamping's margin (default: the library's)")
     parser.add_argument("--tokens", type=int, default=24)
     args = parser.parse_args()
     config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
     model, tokenizer = neurosteer.load_model(config.model)
-    intervention, _ = rebuild(model, tokenizer, args.search, "neurons", args.trial)
+    intervention, _ = rebuild(model, tokenizer, args.search, args.space, args.trial)
     if args.method == "patch":
         intervention = NeuronPatching(intervention.neurons)
+    elif args.method == "clamp":
+        contrast = context(model, tokenizer, config, args.search, measuring=False).contrast
+        margin = CLAMP.margin if args.margin is None else args.margin
+        intervention = NeuronClamping.from_contrast(intervention.neurons, contrast, margin)
     harmless = load_prompts("harmless_val", limit=config.n_harmless)
     reference = first_token_logprobs(model, tokenizer, harmless, batch_size=config.batch_size)
     prompts = load_prompts("harmful_val") + load_prompts("harmful_train")[config.n_train :]
@@ -63,7 +70,9 @@ def main() -> None:
             flush=True,
         )
     suffix = "" if args.tokens == 24 else f"-{args.tokens}t"
-    out = args.search / f"strengths-{args.trial}-{args.method}{suffix}.json"
+    space = "" if args.space == "neurons" else f"{args.space}-"
+    margin = "" if args.margin is None else f"-m{args.margin:g}"
+    out = args.search / f"strengths-{space}{args.trial}-{args.method}{margin}{suffix}.json"
     out.write_text(json.dumps(results, indent=1))
 
 

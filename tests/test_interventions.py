@@ -5,6 +5,7 @@ intervention claims an exact weight edit (and refuses clearly where it does not)
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ BIASED_OUTPUT_FAMILIES = {"gpt2", "gpt_neox", "opt"}
 
 
 def exact_bake(name: str, family: str) -> bool:
-    if name == "caa":
+    if name in ("caa", "clamp"):
         return False
     if name == "patch":
         return family in BIASED_OUTPUT_FAMILIES
@@ -113,42 +114,83 @@ def test_one_pass_builds_every_method(tokenizer, attributable):
 def test_registry_errors_are_one_line():
     with pytest.raises(SettingsError, match="unknown method"):
         check_methods(["cna", "steer-harder"])
-    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch", "kernel"]
+    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch", "clamp", "kernel"]
     for cls in INTERVENTIONS.values():
         assert cls.strength_meaning and cls.default_strengths
+
+
+def out_proj_inputs(model, tokenizer, layer: int, steering) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of ``layer``'s MLP output projection (the neuron activations) under ``steering``
+    and without it."""
+    from neurosteer.architectures import layout
+
+    projection = layout(model).out_projs[layer]
+    seen: list[torch.Tensor] = []
+    for context in (steering, nullcontext()):
+        with context:
+            # Registered after the intervention's hook, so it sees the steered input.
+            handle = projection.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+            try:
+                logits(model, tokenizer)
+            finally:
+                handle.remove()
+    return seen[0], seen[1]
+
+
+def check_only_selected_changed(steered, plain, index, expected) -> None:
+    torch.testing.assert_close(steered[..., index], expected, atol=1e-5, rtol=1e-5)
+    others = torch.ones(plain.shape[-1], dtype=torch.bool)
+    others[index] = False
+    torch.testing.assert_close(steered[..., others], plain[..., others], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.5, -1.0])
 def test_patching_moves_neurons_toward_their_negative_mean(strength, tokenizer):
     """a <- a + strength * (mu_minus - a) on the selected neurons, the others untouched."""
-    from neurosteer.architectures import layout
-
     model = tiny_model("qwen2")
     steerers = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, methods=["patch"], batch_size=4)
     patch = steerers.interventions["patch"]
-    lay = layout(model)
     layer = int(patch.neurons.layers[0])
     picked = patch.neurons.layers == layer
     index, mean = patch.neurons.indices[picked], patch.neurons.mean_negative[picked]
-    seen: list[torch.Tensor] = []
-    # Registered after the intervention's hook, so it sees the patched input.
-    with patch.apply(model, strength):
-        handle = lay.out_projs[layer].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
-        try:
-            logits(model, tokenizer)
-        finally:
-            handle.remove()
-    handle = lay.out_projs[layer].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
-    try:
-        logits(model, tokenizer)
-    finally:
-        handle.remove()
-    patched, plain = seen
-    expected = plain[..., index] + strength * (mean - plain[..., index])
-    torch.testing.assert_close(patched[..., index], expected, atol=1e-5, rtol=1e-5)
-    others = torch.ones(plain.shape[-1], dtype=torch.bool)
-    others[index] = False
-    torch.testing.assert_close(patched[..., others], plain[..., others], atol=1e-5, rtol=1e-5)
+    patched, plain = out_proj_inputs(model, tokenizer, layer, patch.apply(model, strength))
+    check_only_selected_changed(patched, plain, index, plain[..., index] + strength * (mean - plain[..., index]))
+
+
+@pytest.mark.parametrize(("strength", "margin"), [(1.0, 0.0), (3.0, 0.5), (-1.0, 0.0)])
+def test_clamping_removes_only_the_excess_past_the_negative_range(strength, margin, tokenizer):
+    """Edge t = mu_minus + margin * sd_minus on each neuron's behaviour side d; a <- a - strength *
+    d * max(0, d * (a - t)) on the selected neurons, the others untouched."""
+    from neurosteer.interventions import NeuronClamping
+
+    model = tiny_model("qwen2")
+    contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
+    neurons = INTERVENTIONS["cna"].build(model, contrast, BuildOptions(fraction=0.05)).neurons
+    clamp = NeuronClamping.from_contrast(neurons, contrast, margin=margin)
+    layer = int(neurons.layers[0])
+    picked = neurons.layers == layer
+    index = neurons.indices[picked]
+    side = torch.sign(neurons.mean_positive[picked] - neurons.mean_negative[picked])
+    spread = contrast.neurons_negative.var[layer, index].sqrt().float()
+    edge = neurons.mean_negative[picked] + margin * spread * side
+    torch.testing.assert_close(clamp.edges[picked], edge)
+    clamped, plain = out_proj_inputs(model, tokenizer, layer, clamp.apply(model, strength))
+    excess = torch.relu(side * (plain[..., index] - edge))
+    assert bool((excess > 0).any()) and bool((excess == 0).any())  # both cases are exercised
+    check_only_selected_changed(clamped, plain, index, plain[..., index] - strength * side * excess)
+
+
+def test_clamping_settings_errors_are_one_line(tokenizer):
+    from neurosteer.interventions import NeuronClamping
+
+    model = tiny_model("llama")
+    contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
+    neurons = INTERVENTIONS["cna"].build(model, contrast, BuildOptions(fraction=0.05)).neurons
+    for margin in (-0.5, float("nan")):
+        with pytest.raises(SettingsError, match="margin"):
+            NeuronClamping.from_contrast(neurons, contrast, margin=margin)
+    with pytest.raises(SettingsError, match="one edge per neuron"):
+        NeuronClamping(neurons, torch.zeros(len(neurons) + 1))
 
 
 def test_kernel_weights_and_blended_direction():

@@ -172,3 +172,37 @@ def test_cli_search_prints_its_fronts_and_confirmed_measures(cli_workspace, tmp_
         assert measure in result.output
     stored = json.loads((tmp_path / "search" / "confirmed.json").read_text())
     assert len(stored) == 2  # one candidate per space
+
+
+def test_clamp_space_searches_clamping_from_the_same_selection(model, tokenizer, tmp_path, cli_workspace):
+    """The clamp space measures the neuron default's selection clamped at the documented margin and
+    strength first, its trials replay to their objectives, and exporting one as a checkpoint says
+    in one line that clamping cannot be baked."""
+    from neurosteer.defaults import CLAMP
+    from neurosteer.interventions import NeuronClamping
+
+    from tiny import tiny_tokenizer
+
+    out = tmp_path / "clamp"
+    config = TuneConfig(**{**CONFIG, "trials": 3, "spaces": ["clamp"]})
+    rows = run_tune(model, tokenizer, config, out, progress=False)
+    assert set(rows) == {"clamp"} and len(rows["clamp"]) == 3
+    first, first_strength = rebuild(model, tokenizer, out, "clamp", 0)
+    ctx = context(model, tokenizer, config, out)
+    positive, negative = ctx.behaviour.training_pair(config.n_train)
+    default = default_selection(model, tokenizer, positive, negative, ctx.contrast)
+    assert isinstance(first, NeuronClamping) and (first.margin, first_strength) == (CLAMP.margin, CLAMP.strength)
+    assert torch.equal(first.neurons.indices, default.indices) and torch.equal(first.neurons.layers, default.layers)
+    for row in rows["clamp"]:
+        intervention, strength = rebuild(model, tokenizer, out, "clamp", row["trial"])
+        assert intervention.margin == pytest.approx(row["params"]["margin"])
+        assert ctx.measure(intervention.apply(model, strength)) == pytest.approx(
+            (row["behaviour"], row["kl"]), abs=1e-5
+        )
+    saved = tmp_path / "gpt2"
+    model.save_pretrained(saved)
+    tiny_tokenizer().save_pretrained(saved)
+    assert_one_line_error(
+        invoke("tune-export", "--out", out, "clamp:0", "--bake-to", tmp_path / "baked", "-m", saved), "cannot be baked"
+    )
+    assert not (tmp_path / "baked").exists()

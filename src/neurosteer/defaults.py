@@ -48,6 +48,17 @@ class SteeringDefaults:
 
 
 @dataclass(frozen=True)
+class ClampDefaults:
+    """Clamping (:mod:`neurosteer.interventions.clamping`) when no search chose otherwise: the edge
+    of a neuron's range sits ``margin`` standard deviations past its negative-prompt mean. 2 is the
+    margin that measured best on the default model's validation prompts with the default neuron
+    set, and ``strength`` the strength that went with it (docs/results.md, "Clamping")."""
+
+    margin: float = 2.0
+    strength: float = 6.0
+
+
+@dataclass(frozen=True)
 class KernelDefaults:
     """The best directional-ablation point of the same search (heretic's parameterisation), in
     shares of the last layer's index so that it carries over to other depths: the direction's
@@ -90,6 +101,7 @@ class DemoDefaults:
 DISCOVERY = DiscoveryDefaults()
 STEERING = SteeringDefaults()
 KERNEL = KernelDefaults()
+CLAMP = ClampDefaults()
 DEMO = DemoDefaults()
 RUN = RunDefaults()
 EVAL = EvalDefaults()

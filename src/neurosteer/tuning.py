@@ -34,13 +34,21 @@ from neurosteer.atomic import atomic_path
 from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.console import track
 from neurosteer.contrast import ContrastStats, collect_contrast
-from neurosteer.defaults import DISCOVERY, STEERING
+from neurosteer.defaults import CLAMP, DISCOVERY, STEERING
 from neurosteer.discovery import neurons_from_contrast
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan
 from neurosteer.fingerprint import short_hash
-from neurosteer.interventions import Intervention, Kernel, KernelAblation, NeuronPatching, NeuronScaling
+from neurosteer.interventions import (
+    Intervention,
+    Kernel,
+    KernelAblation,
+    NeuronClamping,
+    NeuronPatching,
+    NeuronScaling,
+)
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
+from neurosteer.neuronset import NeuronSet
 from neurosteer.prompts import load_prompts
 from neurosteer.scores import Attribution
 
@@ -151,22 +159,31 @@ class NeuronSpace(SearchSpace):
     STRENGTHS: ClassVar[tuple[float, float]] = (0.25, 3.0)
 
     def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
-        n_layers = ctx.contrast.model.n_layers
         scores = ["selective", "mean_diff", "standardized"] + (
             ["attribution"] if ctx.behaviour.attribution_target() is not None else []
         )
         score = trial.suggest_categorical("score", scores)
         fraction = trial.suggest_float("fraction", 1e-4, 1e-2, log=True)
-        max_layer = trial.suggest_int("max_layer", n_layers // 2, n_layers - 1)
-        method = trial.suggest_categorical("method", list(self.INTERVENTIONS))
-        strength = trial.suggest_float("strength", *self.STRENGTHS)
+        max_layer = trial.suggest_int("max_layer", ctx.contrast.model.n_layers // 2, ctx.contrast.model.n_layers - 1)
+        steering = self.steering_params(trial)
         matrix = None
         if score == "attribution":
             matrix = ctx.attribution_matrix(trial.suggest_categorical("positions", [1, 5]))
         neurons = neurons_from_contrast(
             ctx.model, ctx.contrast, score, fraction=fraction, max_layer=max_layer, matrix=matrix
         )
-        return self.INTERVENTIONS[method](neurons), ctx.sign * strength
+        return self.steering(neurons, steering, ctx), ctx.sign * steering["strength"]
+
+    def steering_params(self, trial: Any) -> dict[str, Any]:
+        """How the selected neurons are steered, as trial parameters (asked before the positions,
+        in the order the searches have always asked them)."""
+        return {
+            "method": trial.suggest_categorical("method", list(self.INTERVENTIONS)),
+            "strength": trial.suggest_float("strength", *self.STRENGTHS),
+        }
+
+    def steering(self, neurons: NeuronSet, params: dict[str, Any], ctx: TuneContext) -> Intervention:
+        return self.INTERVENTIONS[params["method"]](neurons)
 
     def default_params(self, ctx: TuneContext) -> dict[str, Any]:
         score = DISCOVERY.score_for(ctx.behaviour.attributable)
@@ -174,10 +191,35 @@ class NeuronSpace(SearchSpace):
             "score": score,
             "fraction": DISCOVERY.fraction,
             "max_layer": DISCOVERY.max_layer(ctx.contrast.model.n_layers),
-            "method": STEERING.method,
-            "strength": STEERING.strength,
+            **self.default_steering(),
         }
         return params | ({"positions": DISCOVERY.positions} if score == "attribution" else {})
+
+    def default_steering(self) -> dict[str, Any]:
+        return {"method": STEERING.method, "strength": STEERING.strength}
+
+
+class ClampSpace(NeuronSpace):
+    """The neuron space's selection (score, number of neurons, layer window) steered by clamping
+    (:mod:`neurosteer.interventions.clamping`): the margin of each neuron's range and the strength.
+    A space of its own rather than a third choice of the neuron space's intervention, so that the
+    studies run before clamping existed stay resumable (Optuna fixes a categorical's choices)."""
+
+    name: ClassVar[str] = "clamp"
+    MARGINS: ClassVar[tuple[float, float]] = (0.0, 3.0)
+    STRENGTHS: ClassVar[tuple[float, float]] = (0.5, 16.0)
+
+    def steering_params(self, trial: Any) -> dict[str, Any]:
+        return {
+            "margin": trial.suggest_float("margin", *self.MARGINS),
+            "strength": trial.suggest_float("strength", *self.STRENGTHS, log=True),
+        }
+
+    def steering(self, neurons: NeuronSet, params: dict[str, Any], ctx: TuneContext) -> Intervention:
+        return NeuronClamping.from_contrast(neurons, ctx.contrast, params["margin"])
+
+    def default_steering(self) -> dict[str, Any]:
+        return {"margin": CLAMP.margin, "strength": CLAMP.strength}
 
 
 class AblationSpace(SearchSpace):
@@ -217,7 +259,7 @@ class AblationSpace(SearchSpace):
         return params
 
 
-SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, AblationSpace)}
+SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, ClampSpace, AblationSpace)}
 
 
 def check_spaces(names: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from torch import nn
 from neurosteer.defaults import STEERING
 from neurosteer.errors import SettingsError
 from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.clamping import NeuronClamping
 from neurosteer.interventions.kernel import Kernel, KernelAblation
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.patching import NeuronPatching
@@ -21,7 +22,8 @@ from neurosteer.interventions.residual import ActivationAddition, DirectionAblat
 from neurosteer.neuronset import NeuronSet
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
-    cls.name: cls for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching, KernelAblation)
+    cls.name: cls
+    for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching, NeuronClamping, KernelAblation)
 }
 
 DEFAULT_METHODS: tuple[str, ...] = tuple(name for name, cls in INTERVENTIONS.items() if cls.compared_by_default)
@@ -59,6 +61,7 @@ __all__ = [
     "Intervention",
     "Kernel",
     "KernelAblation",
+    "NeuronClamping",
     "NeuronPatching",
     "NeuronScaling",
     "check_methods",

@@ -1,0 +1,125 @@
+"""One-sided, input-relative neuron steering: each selected neuron held inside the range it keeps
+on prompts without the behaviour.
+
+    t = μ⁻ + margin · σ⁻ · d          d = sign(μ⁺ − μ⁻), the side the behaviour pushes the neuron to
+    a ← a − strength · d · max(0, d · (a − t))
+
+Only the part of an activation past the edge ``t`` of its negative-prompt range is touched:
+strength 1 clamps it at the edge, 2 reflects it back as far inside, larger values push it further
+(toward and past the negative mean), negative values amplify the excess. Activations inside the
+range pass unchanged, so prompts without the behaviour are barely moved. That is where it differs
+from patching (:mod:`neurosteer.interventions.patching`), which moves every activation toward
+μ⁻, on every prompt, including the harmless ones whose first-token distribution the KL objective
+reads. Kazemi et al. (arXiv:2605.08513) bound their anchor intervention with a clamp; this is the
+one-sided form, with the bound read from the contrast statistics (last-token mean and standard
+deviation on the negative prompts).
+
+No weight edit computes a clamp, so :meth:`NeuronClamping.bake` refuses with a clear error.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from neurosteer.architectures import layout
+from neurosteer.contrast import ContrastStats
+from neurosteer.defaults import CLAMP
+from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.hooks import DeviceCache, installed_hooks
+from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.neurons import NeuronScaling
+from neurosteer.neuronset import NeuronSet
+from neurosteer.validation import finite
+
+
+def behaviour_sides(neurons: NeuronSet) -> torch.Tensor:
+    """+1 where the behaviour raises a neuron, -1 where it lowers it (0: no difference)."""
+    return torch.sign(neurons.mean_positive.float() - neurons.mean_negative.float())
+
+
+def clamp_hook(side: torch.Tensor, edge: torch.Tensor, strength: float):
+    """A forward pre-hook removing ``strength`` times each activation's excess past ``edge`` on
+    ``side`` (+1, -1, or 0 for neurons left alone), on the module input's last axis."""
+    sides, edges = DeviceCache(side), DeviceCache(edge)
+
+    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        d = sides.like(x)
+        return (x - strength * d * torch.relu(d * (x - edges.like(x))), *args[1:])
+
+    return hook
+
+
+@dataclass
+class NeuronClamping(Intervention):
+    name: ClassVar[str] = "clamp"
+    strength_meaning: ClassVar[str] = (
+        "the part of each neuron's activation past its range on negative prompts (mean + margin x sd, on "
+        "the behaviour's side) removed strength times (1 clamps at the edge; negative values amplify it)"
+    )
+    default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 1.0, 3.0, 6.0)
+    selects_neurons: ClassVar[bool] = True
+    compared_by_default: ClassVar[bool] = False
+
+    neurons: NeuronSet
+    edges: torch.Tensor
+    """Per neuron (aligned with ``neurons``), the edge ``t`` of its negative-prompt range."""
+    margin: float = CLAMP.margin
+
+    def __post_init__(self) -> None:
+        if self.edges.shape != (len(self.neurons),):
+            raise SettingsError(f"one edge per neuron ({len(self.neurons)}) needed, got {tuple(self.edges.shape)}")
+
+    @classmethod
+    def from_contrast(cls, neurons: NeuronSet, contrast: ContrastStats, margin: float = CLAMP.margin) -> NeuronClamping:
+        """Edges ``μ⁻ + margin · σ⁻`` on each neuron's behaviour side, from ``contrast``'s
+        negative-prompt statistics (the ones ``neurons`` were selected from, or any of the same model)."""
+        if finite("margin", margin) < 0:
+            raise SettingsError(f"margin must be 0 or more (standard deviations past the mean), got {margin}")
+        spread = contrast.neurons_negative.var.sqrt()[neurons.layers, neurons.indices].float()
+        edges = neurons.mean_negative.float() + margin * spread * behaviour_sides(neurons)
+        return cls(neurons, edges, margin)
+
+    @classmethod
+    def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> NeuronClamping:
+        return cls.from_contrast(NeuronScaling.build(model, contrast, options).neurons, contrast)
+
+    def layer_terms(self, width: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per affected layer, ``(side, edge)`` vectors over all its neurons (side 0 elsewhere)."""
+        terms = {}
+        sides = behaviour_sides(self.neurons)
+        for layer in torch.unique(self.neurons.layers).tolist():
+            picked = self.neurons.layers == layer
+            side, edge = torch.zeros(width), torch.zeros(width)
+            side[self.neurons.indices[picked]] = sides[picked]
+            edge[self.neurons.indices[picked]] = self.edges[picked]
+            terms[int(layer)] = (side, edge)
+        return terms
+
+    def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
+        lay = layout(model)
+        self.neurons.check_compatible(model, lay)
+        terms = self.layer_terms(lay.neurons_per_layer)
+        return installed_hooks(pre=[(lay.out_projs[i], clamp_hook(*terms[i], strength)) for i in terms])
+
+    def bake(self, model: nn.Module, strength: float) -> nn.Module:
+        raise NeurosteerError(
+            "clamping acts only on activations past a threshold, which no weight edit reproduces, so it "
+            "cannot be baked; steer with hooks, or bake 'patch' or 'cna' instead"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "neurons": len(self.neurons),
+            "selection": self.neurons.method,
+            "margin": self.margin,
+        }
+
+    def cell_columns(self) -> dict[str, Any]:
+        return {"neurons": len(self.neurons)}
