@@ -3,11 +3,11 @@
 The search's screen reads 39 ``harmful_val`` prompts, and its strength range was 0.25-2 when
 the 1.5B search began. This script takes one finished trial of a neuron space (``--space neurons``
 or ``clamp``), keeps its neurons and measures the intervention at each of ``--strengths`` (with
-``--as patch`` or ``--as clamp [--margin M]``, patching or clamping the same neurons instead): refusal markers in ``--tokens``-token greedy answers to the
-``harmful_val`` prompts plus the ``harmful_train`` prompts past the ``n_train`` that discovery
-read (171 validation prompts), and first-token KL on the search's harmless prompts. Nothing held
-out is read; the strength it suggests is then checked held out with
-``tune_heldout.py --point SPACE:TRIAL@STRENGTH``.
+``--as patch`` or ``--as clamp [--margin M]``, patching or clamping the same neurons instead):
+refusal markers in ``--tokens``-token greedy answers to the ``harmful_val`` prompts plus the
+``harmful_train`` prompts past the ``n_train`` that discovery read (171 validation prompts), and
+first-token KL on the search's harmless prompts. Nothing held out is read; the strength it
+suggests is then checked held out with ``tune_heldout.py --point SPACE:TRIAL@STRENGTH``.
 
     python experiments/tune_strengths.py runs/tune-1.5b --trial 19 --strengths 1.868,2.3,2.8
 """

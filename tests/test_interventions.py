@@ -166,7 +166,9 @@ def test_clamping_removes_only_the_excess_past_the_negative_range(strength, marg
     model = tiny_model("qwen2")
     contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
     neurons = INTERVENTIONS["cna"].build(model, contrast, BuildOptions(fraction=0.05)).neurons
-    clamp = NeuronClamping.from_contrast(neurons, contrast, margin=margin)
+    clamp = NeuronClamping(neurons, margin=margin)
+    # A set saved without its spreads gets the same edges from the statistics it came from.
+    torch.testing.assert_close(NeuronClamping.from_contrast(neurons, contrast, margin).edges, clamp.edges)
     layer = int(neurons.layers[0])
     picked = neurons.layers == layer
     index = neurons.indices[picked]
@@ -188,9 +190,11 @@ def test_clamping_settings_errors_are_one_line(tokenizer):
     neurons = INTERVENTIONS["cna"].build(model, contrast, BuildOptions(fraction=0.05)).neurons
     for margin in (-0.5, float("nan")):
         with pytest.raises(SettingsError, match="margin"):
+            NeuronClamping(neurons, margin=margin)
+        with pytest.raises(SettingsError, match="margin"):
             NeuronClamping.from_contrast(neurons, contrast, margin=margin)
     with pytest.raises(SettingsError, match="one edge per neuron"):
-        NeuronClamping(neurons, torch.zeros(len(neurons) + 1))
+        NeuronClamping(neurons, edges=torch.zeros(len(neurons) + 1))
 
 
 def test_kernel_weights_and_blended_direction():

@@ -28,7 +28,7 @@ def test_round_trip(found, tmp_path):
     assert path.name == "set.safetensors"
     assert [p.name for p in tmp_path.iterdir()] == ["set.safetensors"]
     loaded = NeuronSet.load(path)
-    for name in ("layers", "indices", "scores", "mean_positive", "mean_negative"):
+    for name in ("layers", "indices", "scores", "mean_positive", "mean_negative", "spread_negative"):
         assert torch.equal(getattr(loaded, name), getattr(found, name))
     assert loaded.model == found.model
     assert loaded.method == found.method and loaded.method["skip_layers"] == 1
@@ -43,6 +43,7 @@ def test_round_trip(found, tmp_path):
 def test_top_keeps_the_strongest(found):
     top = found.top(3)
     assert len(top) == 3 and torch.equal(top.indices, found.indices[:3])
+    assert torch.equal(top.spread_negative, found.spread_negative[:3])
     assert top.fingerprint() != found.fingerprint()
 
 
@@ -75,3 +76,21 @@ def test_failed_save_leaves_no_file(found, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         found.save(tmp_path / "set.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sets_without_spreads_still_load_and_say_why_they_cannot_be_clamped(found, tmp_path):
+    """Sets saved before the negative-prompt spread was recorded load as before; clamping one
+    (which needs the spread) is one clear error, and a negative spread is refused."""
+    from dataclasses import replace
+
+    from neurosteer.errors import NeuronFileError, SettingsError
+    from neurosteer.interventions import NeuronClamping
+
+    assert found.spread_negative is not None and bool((found.spread_negative > 0).all())
+    older = replace(found, spread_negative=None)
+    loaded = NeuronSet.load(older.save(tmp_path / "older"))
+    assert loaded.spread_negative is None and torch.equal(loaded.indices, found.indices)
+    with pytest.raises(SettingsError, match="discover it again to clamp it"):
+        NeuronClamping(loaded)
+    with pytest.raises(NeuronFileError, match="negative standard deviations"):
+        replace(found, spread_negative=-found.spread_negative)

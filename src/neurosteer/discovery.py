@@ -298,6 +298,7 @@ def select_neurons(
         scores=scores[layers, indices].float(),
         mean_positive=positive.mean[layers, indices].float(),
         mean_negative=negative.mean[layers, indices].float(),
+        spread_negative=negative.var[layers, indices].sqrt().float(),
         model=ModelSignature.of(model),
         method={**(method or {}), "kept": len(layers)},
         prompts=prompts or {},

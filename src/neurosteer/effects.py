@@ -402,6 +402,7 @@ def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: 
         scores=value[order].float(),
         mean_positive=neurons.mean_positive[order],
         mean_negative=neurons.mean_negative[order],
+        spread_negative=None if neurons.spread_negative is None else neurons.spread_negative[order],
         model=neurons.model,
         method=method,
         prompts=neurons.prompts,

@@ -25,6 +25,7 @@ from neurosteer.validation import whole
 FORMAT_VERSION = 1
 _WHOLE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _ARRAYS = ("layers", "indices", "scores", "mean_positive", "mean_negative")
+_OPTIONAL_ARRAYS = ("spread_negative",)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
     for name in ("layers", "indices"):
         if arrays[name].dtype not in _WHOLE_DTYPES:
             raise NeuronFileError(f"{name} must hold whole numbers, got {arrays[name].dtype}")
-    for name in ("scores", "mean_positive", "mean_negative"):
+    for name in ("scores", "mean_positive", "mean_negative", *_OPTIONAL_ARRAYS):
+        if name not in arrays:
+            continue
         if not arrays[name].dtype.is_floating_point:
             raise NeuronFileError(f"{name} must hold floating-point numbers, got {arrays[name].dtype}")
         if not bool(torch.isfinite(arrays[name]).all()):
@@ -107,9 +110,18 @@ class NeuronSet:
     method: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+    spread_negative: torch.Tensor | None = None
+    """Each neuron's standard deviation on the negative prompts (where clamping puts the edge of
+    its range); ``None`` in sets saved before it was recorded."""
 
     def __post_init__(self) -> None:
-        check_arrays({name: getattr(self, name) for name in _ARRAYS}, self.model)
+        check_arrays({name: getattr(self, name) for name in self._present()}, self.model)
+        if self.spread_negative is not None and bool((self.spread_negative < 0).any()):
+            raise NeuronFileError("spread_negative holds negative standard deviations")
+
+    def _present(self) -> tuple[str, ...]:
+        """The names of the arrays this set holds (the optional one only when recorded)."""
+        return _ARRAYS + (() if self.spread_negative is None else _OPTIONAL_ARRAYS)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -128,7 +140,7 @@ class NeuronSet:
     def top(self, k: int) -> NeuronSet:
         """The first ``k`` neurons (the largest |score|), as a new set."""
         whole("k", k)
-        arrays = {name: getattr(self, name)[:k].clone() for name in _ARRAYS}
+        arrays = {name: getattr(self, name)[:k].clone() for name in self._present()}
         method = {**self.method, "top_k": min(k, len(self)), "fraction": None}
         return NeuronSet(**arrays, model=self.model, method=method, prompts=self.prompts, version=self.version)
 
@@ -190,6 +202,8 @@ class NeuronSet:
             "mean_positive": self.mean_positive.to(torch.float32).contiguous(),
             "mean_negative": self.mean_negative.to(torch.float32).contiguous(),
         }
+        if self.spread_negative is not None:
+            tensors["spread_negative"] = self.spread_negative.to(torch.float32).contiguous()
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"neurosteer": json.dumps(self.metadata())})
         return path
@@ -211,7 +225,7 @@ class NeuronSet:
             if missing:
                 raise NeuronFileError(f"missing arrays {', '.join(missing)}")
             neurons = cls(
-                **{name: tensors[name] for name in _ARRAYS},
+                **{name: tensors[name] for name in _ARRAYS + _OPTIONAL_ARRAYS if name in tensors},
                 model=ModelSignature(**meta["model"]),
                 method=meta.get("method", {}),
                 prompts=meta.get("prompts", {}),

@@ -216,7 +216,7 @@ class ClampSpace(NeuronSpace):
         }
 
     def steering(self, neurons: NeuronSet, params: dict[str, Any], ctx: TuneContext) -> Intervention:
-        return NeuronClamping.from_contrast(neurons, ctx.contrast, params["margin"])
+        return NeuronClamping(neurons, params["margin"])
 
     def default_steering(self) -> dict[str, Any]:
         return {"margin": CLAMP.margin, "strength": CLAMP.strength}

@@ -37,7 +37,10 @@ def tune(
         str | None, typer.Option("--behaviour", "-b", help="Bundled behaviour or .toml (setting behaviour).")
     ] = None,
     spaces: Annotated[
-        str, typer.Option(help="Search spaces, comma-separated: neurons, ablation, clamp (neuron clamping; not run unless named).")
+        str,
+        typer.Option(
+            help="Search spaces, comma-separated: neurons, ablation, clamp (neuron clamping; not run unless named)."
+        ),
     ] = "neurons,ablation",
     trials: Annotated[int, typer.Option(help="Trials per search space (the same budget for each).")] = 40,
     goal: Annotated[str, typer.Option(help="remove (default) or amplify the behaviour.")] = "remove",

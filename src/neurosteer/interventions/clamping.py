@@ -42,6 +42,11 @@ def behaviour_sides(neurons: NeuronSet) -> torch.Tensor:
     return torch.sign(neurons.mean_positive.float() - neurons.mean_negative.float())
 
 
+def range_edges(neurons: NeuronSet, spread: torch.Tensor, margin: float) -> torch.Tensor:
+    """``μ⁻ + margin · σ⁻`` on each neuron's behaviour side: the edge of its negative-prompt range."""
+    return neurons.mean_negative.float() + margin * spread.float() * behaviour_sides(neurons)
+
+
 def clamp_hook(side: torch.Tensor, edge: torch.Tensor, strength: float):
     """A forward pre-hook removing ``strength`` times each activation's excess past ``edge`` on
     ``side`` (+1, -1, or 0 for neurons left alone), on the module input's last axis."""
@@ -67,23 +72,29 @@ class NeuronClamping(Intervention):
     compared_by_default: ClassVar[bool] = False
 
     neurons: NeuronSet
-    edges: torch.Tensor
-    """Per neuron (aligned with ``neurons``), the edge ``t`` of its negative-prompt range."""
     margin: float = CLAMP.margin
+    edges: torch.Tensor | None = None
+    """Per neuron (aligned with ``neurons``), the edge ``t`` of its negative-prompt range; by
+    default from the set's recorded means and spreads and ``margin``."""
 
     def __post_init__(self) -> None:
+        if finite("margin", self.margin) < 0:
+            raise SettingsError(f"margin must be 0 or more (standard deviations past the mean), got {self.margin}")
+        if self.edges is None:
+            if self.neurons.spread_negative is None:
+                raise SettingsError(
+                    "this neuron set has no record of its neurons' spread on negative prompts (it was saved "
+                    "before clamping existed); discover it again to clamp it"
+                )
+            self.edges = range_edges(self.neurons, self.neurons.spread_negative, self.margin)
         if self.edges.shape != (len(self.neurons),):
             raise SettingsError(f"one edge per neuron ({len(self.neurons)}) needed, got {tuple(self.edges.shape)}")
 
     @classmethod
     def from_contrast(cls, neurons: NeuronSet, contrast: ContrastStats, margin: float = CLAMP.margin) -> NeuronClamping:
-        """Edges ``μ⁻ + margin · σ⁻`` on each neuron's behaviour side, from ``contrast``'s
-        negative-prompt statistics (the ones ``neurons`` were selected from, or any of the same model)."""
-        if finite("margin", margin) < 0:
-            raise SettingsError(f"margin must be 0 or more (standard deviations past the mean), got {margin}")
-        spread = contrast.neurons_negative.var.sqrt()[neurons.layers, neurons.indices].float()
-        edges = neurons.mean_negative.float() + margin * spread * behaviour_sides(neurons)
-        return cls(neurons, edges, margin)
+        """Edges from ``contrast``'s negative-prompt statistics (for sets saved without spreads)."""
+        spread = contrast.neurons_negative.var.sqrt()[neurons.layers, neurons.indices]
+        return cls(neurons, margin, edges=range_edges(neurons, spread, margin))
 
     @classmethod
     def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> NeuronClamping:
