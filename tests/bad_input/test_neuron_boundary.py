@@ -77,7 +77,7 @@ def test_objects_built_in_python_are_checked_too(cli_workspace):
             good,
             **{
                 name: getattr(good, name)[:0]
-                for name in ("layers", "indices", "scores", "mean_positive", "mean_negative")
+                for name in ("layers", "indices", "scores", "mean_positive", "mean_negative", "spread_negative")
             },
         )
     with pytest.raises(NeuronFileError, match="n_layers must be a positive whole number"):
