@@ -133,6 +133,17 @@ class NeuronSet:
             f"{len(by_layer)} layers, score={self.method.get('score')})"
         )
 
+    def per_layer(self, values: torch.Tensor, width: int, fill: float) -> dict[int, torch.Tensor]:
+        """Per layer with selected neurons, a ``[width]`` float vector holding ``values`` (aligned
+        with the set) at that layer's neurons and ``fill`` everywhere else: what the hooks apply."""
+        vectors = {}
+        for layer in torch.unique(self.layers).tolist():
+            picked = self.layers == layer
+            vector = torch.full((width,), float(fill))
+            vector[self.indices[picked]] = values[picked].float()
+            vectors[int(layer)] = vector
+        return vectors
+
     def count_by_layer(self) -> dict[int, int]:
         layers, counts = torch.unique(self.layers, return_counts=True)
         return {int(a): int(b) for a, b in zip(layers, counts, strict=True)}

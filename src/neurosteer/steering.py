@@ -41,14 +41,7 @@ def per_neuron_factors(neurons: NeuronSet, factor: Factor) -> torch.Tensor:
 
 def layer_scales(neurons: NeuronSet, factor: Factor, lay: Layout) -> dict[int, torch.Tensor]:
     """Per affected layer, a ``[neurons_per_layer]`` vector: ``factor`` at selected, 1 elsewhere."""
-    factors = per_neuron_factors(neurons, factor)
-    scales: dict[int, torch.Tensor] = {}
-    for layer in torch.unique(neurons.layers).tolist():
-        picked = neurons.layers == layer
-        scale = torch.ones(lay.neurons_per_layer, dtype=torch.float32)
-        scale[neurons.indices[picked]] = factors[picked]
-        scales[int(layer)] = scale
-    return scales
+    return neurons.per_layer(per_neuron_factors(neurons, factor), lay.neurons_per_layer, fill=1.0)
 
 
 def scaling_hook(scale: torch.Tensor, last_positions: int | None = None):

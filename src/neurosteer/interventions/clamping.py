@@ -93,7 +93,7 @@ class NeuronClamping(Intervention):
     @classmethod
     def from_contrast(cls, neurons: NeuronSet, contrast: ContrastStats, margin: float = CLAMP.margin) -> NeuronClamping:
         """Edges from ``contrast``'s negative-prompt statistics (for sets saved without spreads)."""
-        spread = contrast.neurons_negative.var.sqrt()[neurons.layers, neurons.indices]
+        spread = contrast.neurons_negative.var[neurons.layers, neurons.indices].sqrt()
         return cls(neurons, margin, edges=range_edges(neurons, spread, margin))
 
     @classmethod
@@ -102,15 +102,9 @@ class NeuronClamping(Intervention):
 
     def layer_terms(self, width: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Per affected layer, ``(side, edge)`` vectors over all its neurons (side 0 elsewhere)."""
-        terms = {}
-        sides = behaviour_sides(self.neurons)
-        for layer in torch.unique(self.neurons.layers).tolist():
-            picked = self.neurons.layers == layer
-            side, edge = torch.zeros(width), torch.zeros(width)
-            side[self.neurons.indices[picked]] = sides[picked]
-            edge[self.neurons.indices[picked]] = self.edges[picked]
-            terms[int(layer)] = (side, edge)
-        return terms
+        sides = self.neurons.per_layer(behaviour_sides(self.neurons), width, fill=0.0)
+        edges = self.neurons.per_layer(self.edges, width, fill=0.0)
+        return {layer: (sides[layer], edges[layer]) for layer in sides}
 
     def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
         lay = layout(model)

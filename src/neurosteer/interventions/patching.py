@@ -64,14 +64,9 @@ class NeuronPatching(Intervention):
 
     def layer_terms(self, strength: float, width: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Per affected layer, ``(scale, offset)`` vectors over all its neurons."""
-        terms = {}
-        for layer in torch.unique(self.neurons.layers).tolist():
-            picked = self.neurons.layers == layer
-            scale, offset = torch.ones(width), torch.zeros(width)
-            scale[self.neurons.indices[picked]] = 1.0 - strength
-            offset[self.neurons.indices[picked]] = strength * self.neurons.mean_negative[picked].float()
-            terms[int(layer)] = (scale, offset)
-        return terms
+        scales = self.neurons.per_layer(torch.full((len(self.neurons),), 1.0 - strength), width, fill=1.0)
+        offsets = self.neurons.per_layer(strength * self.neurons.mean_negative.float(), width, fill=0.0)
+        return {layer: (scales[layer], offsets[layer]) for layer in scales}
 
     def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
         lay = layout(model)
