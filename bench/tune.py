@@ -2,7 +2,7 @@
 
 Runs a fresh search of ``--trials`` trials per space (refusal, the defaults of ``neurosteer tune``)
 in a temporary directory and prints the set-up time (one contrast pass and the KL reference),
-the attribution matrices (computed once, the first time a trial draws that score: the neuron
+the attribution matrices (computed once, the first time a trial draws that score: the clamp
 space's first trial, the library default, always does), the mean and median seconds per trial
 of each space, and the whole search. heretic's figure for comparison
 (144 s per trial on this model and this CPU, from the issue that asked for this benchmark, not

@@ -53,8 +53,8 @@ def main() -> None:
         "--point",
         action="append",
         default=[],
-        help="SPACE:TRIAL@STRENGTH (or 'unsteered'): measure only this trial's intervention at another "
-        "strength, chosen on validation data (tune_strengths.py); results go to heldout-points.json",
+        help="SPACE:TRIAL[@STRENGTH] (or 'unsteered'): measure only this trial's intervention, at its own "
+        "strength or at one chosen on validation data (tune_strengths.py); results go to heldout-points.json",
     )
     args = parser.parse_args()
     config = TuneConfig(**json.loads((args.search / "tune.json").read_text())["config"])
@@ -115,7 +115,8 @@ def main() -> None:
             name, _, at = point.partition("@")
             space, _, trial = name.partition(":")
             intervention, strength = rebuild(model, tokenizer, args.search, space, int(trial))
-            strength = float(at) * (1 if strength >= 0 else -1)
+            if at:  # the trial's own strength unless one is given (its sign kept: remove or amplify)
+                strength = float(at) * (1 if strength >= 0 else -1)
             results[point] = measured(intervention.apply(model, strength), point)
             save_points(results)
         return

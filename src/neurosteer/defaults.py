@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class DiscoveryDefaults:
     """How neurons are chosen unless told otherwise: the best point ``neurosteer tune`` found on
     the default model's validation split under first-token KL 0.2 (docs/results.md, "Search":
-    trial 16 of ``runs/tune-0.5b``, 200 neurons in layers 0-19 of 24).
+    trial 14 of the clamp space, ``runs/tune-0.5b-clamp``, 42 neurons in layers 0-18 of 24).
 
     The attribution score needs a behaviour metric read from the model (refusal log-odds of the
     first answer token); behaviours where it is not the measured default (CAA's A/B sets, whose
@@ -20,10 +20,10 @@ class DiscoveryDefaults:
     them costs fluency).
     """
 
-    fraction: float = 0.001712
+    fraction: float = 0.0003613
     score: str = "attribution"
     positions: int = 1
-    layer_share: float = 20 / 24
+    layer_share: float = 19 / 24
     skip_layers: int = 0
     statistics_score: str = "selective"
 
@@ -38,24 +38,37 @@ class DiscoveryDefaults:
 
 
 @dataclass(frozen=True)
+class ClampDefaults:
+    """Clamping (:mod:`neurosteer.interventions.clamping`), the default intervention: the edge of
+    a neuron's range sits ``margin`` standard deviations past its negative-prompt mean, and
+    ``strength`` times the excess past it is removed. Both from the same search point as
+    :class:`DiscoveryDefaults`."""
+
+    margin: float = 1.817
+    strength: float = 8.8961
+
+
+@dataclass(frozen=True)
+class PatchDefaults:
+    """Patching's strength when it is chosen (``a ← a + strength · (μ⁻ − a)``, slightly past the
+    negative mean): the library default before clamping, trial 16 of the search's ``neurons``
+    space (``runs/tune-0.5b``), and that space's reference trial. Unlike clamping, patching can be
+    baked into weights on families whose MLP output has a bias."""
+
+    strength: float = 1.1206
+
+
+CLAMP = ClampDefaults()
+
+
+@dataclass(frozen=True)
 class SteeringDefaults:
     """The intervention applied to the default neuron set, and its strength (same search).
     ``factor`` is the default of :func:`neurosteer.steer`, the scaling shortcut (0 ablates)."""
 
-    method: str = "patch"
-    strength: float = 1.1206
+    method: str = "clamp"
+    strength: float = CLAMP.strength
     factor: float = 0.0
-
-
-@dataclass(frozen=True)
-class ClampDefaults:
-    """Clamping (:mod:`neurosteer.interventions.clamping`) when no search chose otherwise: the edge
-    of a neuron's range sits ``margin`` standard deviations past its negative-prompt mean. 2 is the
-    margin that measured best on the default model's validation prompts with the default neuron
-    set, and ``strength`` the strength that went with it (docs/results.md, "Clamping")."""
-
-    margin: float = 2.0
-    strength: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,7 @@ class DemoDefaults:
 DISCOVERY = DiscoveryDefaults()
 STEERING = SteeringDefaults()
 KERNEL = KernelDefaults()
-CLAMP = ClampDefaults()
+PATCH = PatchDefaults()
 DEMO = DemoDefaults()
 RUN = RunDefaults()
 EVAL = EvalDefaults()

@@ -3,7 +3,7 @@
 Discovery uses harmful and harmless *training* prompts; the figures come from prompts never
 used to choose anything: the 100 JailbreakBench behaviours and harmless validation prompts. Three
 conditions answer them: the unsteered model, the documented default (attribution-ranked neurons
-moved toward their harmless mean, :data:`neurosteer.defaults.STEERING`), and the best
+clamped to their range on harmless prompts, :data:`neurosteer.defaults.STEERING`), and the best
 directional-ablation point of the same search (:data:`neurosteer.defaults.KERNEL`).
 """
 

@@ -34,7 +34,7 @@ from neurosteer.atomic import atomic_path
 from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.console import track
 from neurosteer.contrast import ContrastStats, collect_contrast
-from neurosteer.defaults import CLAMP, DISCOVERY, STEERING
+from neurosteer.defaults import CLAMP, DISCOVERY, PATCH
 from neurosteer.discovery import neurons_from_contrast
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan
@@ -58,7 +58,9 @@ Goal = Literal["remove", "amplify"]
 class TuneConfig(BaseModel):
     model: str = Field(description="Model the search ran on.")
     behaviour: str = Field("refusal", description="Bundled behaviour or a behaviour TOML file.")
-    spaces: list[str] = Field(["neurons", "ablation"], description="Search spaces, each with the same budget.")
+    spaces: list[str] = Field(
+        ["clamp", "ablation"], description="Search spaces, each with the same budget (neurons: scaling and patching)."
+    )
     trials: int = Field(40, ge=1, description="Trials per search space.")
     goal: Goal = Field("remove", description="Remove the behaviour (default) or amplify it.")
     seed: int = Field(0, description="Seed of the TPE sampler.")
@@ -196,7 +198,9 @@ class NeuronSpace(SearchSpace):
         return params | ({"positions": DISCOVERY.positions} if score == "attribution" else {})
 
     def default_steering(self) -> dict[str, Any]:
-        return {"method": STEERING.method, "strength": STEERING.strength}
+        """The default neurons patched at patching's documented strength: the library default
+        (clamping) is not among this space's interventions; the clamp space starts from it."""
+        return {"method": "patch", "strength": PATCH.strength}
 
 
 class ClampSpace(NeuronSpace):

@@ -39,9 +39,10 @@ def tune(
     spaces: Annotated[
         str,
         typer.Option(
-            help="Search spaces, comma-separated: neurons, ablation, clamp (neuron clamping; not run unless named)."
+            help="Search spaces, comma-separated: clamp (neurons clamped, the default intervention), ablation, "
+            "neurons (neurons scaled or patched; not run unless named)."
         ),
-    ] = "neurons,ablation",
+    ] = "clamp,ablation",
     trials: Annotated[int, typer.Option(help="Trials per search space (the same budget for each).")] = 40,
     goal: Annotated[str, typer.Option(help="remove (default) or amplify the behaviour.")] = "remove",
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
@@ -150,7 +151,7 @@ def tune(
 @friendly_errors
 def tune_export(
     out: OutOpt,
-    trial: Annotated[str, typer.Argument(help="SPACE:NUMBER, e.g. neurons:17 (see pareto.csv).")],
+    trial: Annotated[str, typer.Argument(help="SPACE:NUMBER, e.g. clamp:17 (see pareto.csv).")],
     neurons_to: Annotated[
         Path | None, typer.Option("--neurons-to", help="Write the trial's neuron set here (neuron trials).")
     ] = None,
@@ -167,7 +168,7 @@ def tune_export(
 
     space, _, number = trial.partition(":")
     if not number.isdigit():
-        raise SettingsError(f"trial must be SPACE:NUMBER, e.g. neurons:17; got '{trial}'")
+        raise SettingsError(f"trial must be SPACE:NUMBER, e.g. clamp:17; got '{trial}'")
     if (neurons_to is None) == (bake_to is None):
         raise SettingsError("give exactly one of --neurons-to or --bake-to")
     for path in (neurons_to, bake_to):
@@ -183,7 +184,10 @@ def tune_export(
         if neurons is None:
             raise SettingsError(f"trial {trial} steers no neurons; use --bake-to")
         neurons.save(neurons_to)
-        console.print(plain(f"{len(neurons)} neurons written to {neurons_to} ({intervention.name} at {strength:g})"))
+        extra = "".join(f", {k} {v:g}" for k, v in intervention.describe().items() if isinstance(v, float))
+        console.print(
+            plain(f"{len(neurons)} neurons written to {neurons_to} ({intervention.name} at {strength:g}{extra})")
+        )
         return
     from neurosteer.bake import bake_record
     from neurosteer.checkpoint import save_checkpoint
