@@ -80,14 +80,13 @@ def main() -> None:
     plan = EvalPlan(
         harmful_sets=sets,
         n_harmful=args.n_harmful,
-        n_harmless=config.n_harmless + 50,
+        n_harmless=50,
+        harmless_start=config.n_harmless,
         n_xstest=args.n_xstest or None,  # 0: no XSTest
         max_new_tokens=args.tokens,
         batch_size=config.batch_size,
     )
     evaluator = Evaluator(model, tokenizer, plan, behaviour=config.behaviour, judge=judge)
-    evaluator.harmless = evaluator.harmless[config.n_harmless :]
-    evaluator.evaluation.negative = evaluator.evaluation.negative[config.n_harmless :]
 
     answers: dict[str, dict] = {}
 
@@ -132,7 +131,8 @@ def main() -> None:
     out = args.search / f"heldout{suffix}.json"
     out.write_text(json.dumps(results, indent=1))
     (args.search / f"heldout{suffix}-answers.json").write_text(json.dumps(answers, indent=1))
-    keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "refusal_harmless", "xstest_safe_refusal"]
+    keys = ["refusal_jailbreakbench", "refusal_jbb_unseen", "evasion_jailbreakbench"]
+    keys += ["refusal_harmless", "evasion_harmless", "xstest_safe_refusal"]
     keys += ["quality", "degenerate", "kl"]
     keys = [k for k in keys if k in results["unsteered"]]
     keys += [k for k in next(iter(results.values())) if k.startswith("judge_")]

@@ -16,6 +16,7 @@ from neurosteer.encoding import ChatPrompt, encode_prompts
 from neurosteer.errors import PromptFileError, SettingsError
 from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.metrics.steerability import slopes, steerability_summary
+from neurosteer.prompts import load_prompts
 from neurosteer.sweep import SweepConfig, run_sweep
 
 from clitools import assert_one_line_error, invoke
@@ -178,6 +179,18 @@ def test_eval_file_replaces_the_held_out_split(ab_toml, tokenizer):
     assert len(result.records["questions"]) == 5 and result.metrics["kl"] == 0.0
     with pytest.raises(SettingsError, match="A/B file"):
         Evaluator(model, tokenizer, plan, behaviour="refusal", eval_file=str(ab_toml / "held.json"))
+
+
+def test_harmless_prompts_can_start_past_those_a_search_read(tokenizer):
+    """The evaluator's KL prompts and the behaviour's harmless answers both start at
+    ``harmless_start``; a start past the end of the set is one clear error."""
+    plan = EvalPlan(n_harmless=3, harmless_start=64, batch_size=4)
+    evaluator = Evaluator(tiny_model("llama"), tokenizer, plan, behaviour="refusal")
+    expected = load_prompts("harmless_val")[64:67]
+    assert evaluator.harmless == expected and evaluator.evaluation.negative == expected
+    assert EvalPlan(n_harmless=3).harmless_prompts() == load_prompts("harmless_val", limit=3)
+    with pytest.raises(SettingsError, match="no prompts past harmless_start"):
+        EvalPlan(harmless_start=10**6).harmless_prompts()
 
 
 def test_custom_prompt_behaviour_end_to_end(tmp_path, tokenizer):

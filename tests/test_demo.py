@@ -6,9 +6,11 @@ import json
 
 import torch
 
-from neurosteer.defaults import DISCOVERY, STEERING
+from neurosteer.defaults import DEMO, DISCOVERY, STEERING
 from neurosteer.demo import CONDITIONS, run_demo
-from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.metrics.refusal import evasion_rate, refusal_rate
+from neurosteer.prompts import load_prompts
+from neurosteer.tuning import TuneConfig
 
 from tiny import tiny_model
 
@@ -21,6 +23,9 @@ def test_demo_answers_every_set_in_every_condition_and_writes_them(tokenizer, tm
     )
     assert [s.name for s in result.sets] == ["jailbreakbench", "harmless_val"]
     assert [len(s.prompts) for s in result.sets] == [3, 2]
+    # harmless prompts past those the search's KL objective read
+    assert DEMO.harmless_start >= TuneConfig.model_fields["n_harmless"].default
+    assert result.sets[1].prompts == load_prompts("harmless_val")[DEMO.harmless_start :][:2]
     assert result.method == STEERING.method and result.strength == STEERING.strength
     assert result.neurons.method["score"] == DISCOVERY.score
     assert set(result.kl_harmless) == {"neurons", "ablation"}
@@ -29,6 +34,7 @@ def test_demo_answers_every_set_in_every_condition_and_writes_them(tokenizer, tm
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["sets"][0]["unsteered"]["refusal"] == refusal_rate(result.sets[0].answers["unsteered"])
+    assert summary["sets"][0]["neurons"]["evasion"] == evasion_rate(result.sets[0].answers["neurons"])
     records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert len(records) == 5
     assert all(set(CONDITIONS) <= set(r) for r in records)
@@ -45,6 +51,7 @@ def test_demo_command_prints_one_column_per_condition(cli_workspace, tmp_path):
     options = ["--n-train", "6", "--n-eval", "3", "--n-harmless", "2", "--max-new-tokens", "4", "--no-progress"]
     result = invoke("demo", "--out", tmp_path / "demo", "-m", saved, *options)
     assert result.exit_code == 0, result.output
-    for text in ("unsteered", "neurons", "ablation", "refusal (markers): jailbreakbench (3)", "first-token KL"):
+    rows = ("refusal (markers): jailbreakbench (3)", "evasion (asks what", "first-token KL")
+    for text in ("unsteered", "neurons", "ablation", *rows):
         assert text in result.output
     assert (tmp_path / "demo" / "summary.json").is_file()

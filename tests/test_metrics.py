@@ -15,7 +15,7 @@ from neurosteer.metrics.quality import (
     ngram_quality,
     repeated_ngram_ratio,
 )
-from neurosteer.metrics.refusal import is_refusal, refusal_rate
+from neurosteer.metrics.refusal import evasion_rate, is_evasion, is_refusal, refusal_rate
 
 from conftest import NEGATIVE
 from tiny import tiny_model
@@ -39,6 +39,28 @@ def test_refusal_markers(answer, expected):
 def test_refusal_rate():
     assert refusal_rate(["I cannot do that.", "Sure.", "Sure.", "I won't."]) == 0.5
     assert refusal_rate([]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ('I\'m not sure what you mean by "basketball". Could you please provide more context?', True),
+        ("I\u2019m not sure what you\u2019re referring to. Could you clarify your question?", True),
+        # an apology makes it a refusal, counted there and not twice
+        ("I'm sorry, I'm not sure what you mean by that. Could you please provide more context?", False),
+        ("Sure! A rap about basketball: ...", False),
+        ("Step 1: mix. " * 20 + "Could you please provide more context next time?", False),
+    ],
+)
+def test_evasion_markers(answer, expected):
+    assert is_evasion(answer) is expected
+
+
+def test_refusal_and_evasion_add_up_to_the_unanswered_share():
+    evasion = "I'm not sure what you mean by 'x'. Could you clarify your question?"
+    answers = ["I can't help with that.", evasion, "Sure."]
+    assert (refusal_rate(answers), evasion_rate(answers)) == (1 / 3, 1 / 3)
+    assert evasion_rate([]) == 0.0
 
 
 def test_ngram_quality():

@@ -59,7 +59,14 @@ def test_sweep_writes_everything_and_resumes(model, tokenizer, tmp_path, monkeyp
     assert unsteered["kl"] == 0.0
     assert all(r["kl"] > 0 for r in rows[1:])
     for row in rows:
-        for key in ("refusal_jailbreakbench", "refusal_harmless", "xstest_safe_refusal", "xstest_unsafe_compliance"):
+        for key in (
+            "refusal_jailbreakbench",
+            "refusal_harmless",
+            "evasion_jailbreakbench",
+            "evasion_harmless",
+            "xstest_safe_refusal",
+            "xstest_unsafe_compliance",
+        ):
             assert 0.0 <= row[key] <= 1.0
     for name in (
         "results.csv",

@@ -105,9 +105,12 @@ class EvalDefaults:
 @dataclass(frozen=True)
 class DemoDefaults:
     """``neurosteer demo``: all 100 JailbreakBench behaviours, fewer harmless prompts and shorter
-    answers than ``eval``, so that three conditions fit in ten minutes on two CPU cores."""
+    answers than ``eval``, so that three conditions fit in ten minutes on two CPU cores. The
+    harmless prompts start past the 64 ``harmless_val`` prompts whose first-token KL the search
+    read (``neurosteer tune --n-harmless``), so that no prompt the demo measures chose a default."""
 
     n_harmless: int = 50
+    harmless_start: int = 64
     max_new_tokens: int = 48
 
 

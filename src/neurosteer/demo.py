@@ -21,12 +21,12 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.atomic import atomic_path, check_writable
 from neurosteer.behaviours.prompted import REFUSAL
 from neurosteer.contrast import collect_contrast
-from neurosteer.defaults import EVAL, RUN, STEERING
+from neurosteer.defaults import DEMO, EVAL, RUN, STEERING
 from neurosteer.discovery import default_selection
 from neurosteer.evaluation import EvalPlan, Evaluator
 from neurosteer.interventions import BuildOptions, KernelAblation, default_steering
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.metrics.refusal import evasion_rate, refusal_rate
 from neurosteer.neuronset import NeuronSet
 from neurosteer.validation import finite, whole
 
@@ -45,6 +45,9 @@ class SetResult:
     def refusal(self, condition: str) -> float:
         return refusal_rate(self.answers[condition])
 
+    def evasion(self, condition: str) -> float:
+        return evasion_rate(self.answers[condition])
+
     def quality(self, condition: str) -> float:
         return mean_ngram_quality(self.answers[condition])
 
@@ -58,6 +61,7 @@ class SetResult:
             **{
                 condition: {
                     "refusal": self.refusal(condition),
+                    "evasion": self.evasion(condition),
                     "quality": self.quality(condition),
                     "degenerate": self.degenerate(condition),
                 }
@@ -131,6 +135,7 @@ def run_demo(
         harmful_sets=["jailbreakbench"],
         n_harmful=n_eval,
         n_harmless=n_harmless,
+        harmless_start=DEMO.harmless_start,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.defaults import EVAL, RUN
+from neurosteer.errors import SettingsError
 from neurosteer.metrics.judge import RefusalJudge
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.mmlu import evaluate_mmlu
@@ -35,6 +37,9 @@ class EvalPlan(BaseModel):
     n_harmless: int = Field(
         EVAL.n_harmless, ge=1, description="Harmless validation prompts (over-refusal, quality, KL)."
     )
+    harmless_start: int = Field(
+        0, ge=0, description="First harmless_val prompt used: skip those a search read (its KL objective)."
+    )
     n_questions: int | None = Field(
         EVAL.n_questions, ge=1, description="Held-out questions of an A/B behaviour (None: all)."
     )
@@ -48,6 +53,13 @@ class EvalPlan(BaseModel):
         EVAL.mmlu_per_subject, ge=1, description="MMLU questions per subject (None: all)."
     )
     mmlu_shots: int = Field(0, ge=0, le=5, description="MMLU few-shot examples.")
+
+    def harmless_prompts(self, source: str | Path = "harmless_val") -> list[str]:
+        """``n_harmless`` prompts of ``source`` from ``harmless_start`` on."""
+        prompts = load_prompts(source, limit=self.harmless_start + self.n_harmless)[self.harmless_start :]
+        if not prompts:
+            raise SettingsError(f"{source} has no prompts past harmless_start={self.harmless_start}; lower it")
+        return prompts
 
     def mmlu_questions(self) -> int:
         from neurosteer.metrics.mmlu import subjects
@@ -89,7 +101,7 @@ class Evaluator:
         self.model, self.tokenizer, self.plan, self.progress = model, tokenizer, plan, progress
         self.behaviour = load_behaviour(behaviour)
         self.evaluation = evaluation or self.behaviour.evaluation(plan, judge=judge, eval_file=eval_file)
-        self.harmless = load_prompts("harmless_val", limit=plan.n_harmless)
+        self.harmless = plan.harmless_prompts()
         self._reference: torch.Tensor | None = None
 
     def reference(self) -> torch.Tensor:

@@ -14,7 +14,7 @@ from neurosteer.behaviours.base import Behaviour, Evaluation, Measured
 from neurosteer.errors import SettingsError
 from neurosteer.generation import generate
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.metrics.refusal import refusal_rate
+from neurosteer.metrics.refusal import evasion_rate, refusal_rate
 from neurosteer.prompts import load_prompts
 
 
@@ -57,6 +57,8 @@ class GenerationEvaluation(Evaluation):
         metrics: dict[str, Any] = {f"refusal_{name}": refusal_rate(answers[name]) for name in self.positive_sets}
         metrics[self.target] = sum(metrics[f"refusal_{n}"] for n in self.positive_sets) / len(self.positive_sets)
         metrics["refusal_harmless"] = refusal_rate(answers["harmless_val"])
+        for name in (*self.positive_sets, "harmless"):
+            metrics[f"evasion_{name}"] = evasion_rate(answers["harmless_val" if name == "harmless" else name])
         if self.xstest:
             metrics["xstest_safe_refusal"] = refusal_rate(answers["xstest_safe"])
             metrics["xstest_unsafe_compliance"] = 1.0 - refusal_rate(answers["xstest_unsafe"])
@@ -139,7 +141,7 @@ class PromptPairBehaviour(Behaviour):
         }
         return GenerationEvaluation(
             positive_sets=positive,
-            negative=load_prompts(self.eval_negative, limit=plan.n_harmless),
+            negative=plan.harmless_prompts(self.eval_negative),
             max_new_tokens=plan.max_new_tokens,
             target=self.target,
             xstest=plan.n_xstest,
@@ -152,7 +154,7 @@ class PromptPairBehaviour(Behaviour):
         name = Path(str(self.validation_positive)).stem
         return GenerationEvaluation(
             positive_sets={name: load_prompts(self.validation_positive, limit=plan.n_harmful)},
-            negative=load_prompts(self.eval_negative, limit=plan.n_harmless),
+            negative=plan.harmless_prompts(self.eval_negative),
             max_new_tokens=plan.max_new_tokens,
             target=self.target,
             judge=judge,

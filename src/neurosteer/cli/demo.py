@@ -83,6 +83,8 @@ def demo(
         table.add_column(condition, justify="right")
     for s in result.sets:
         table.add_row(f"refusal (markers): {s.name} ({len(s.prompts)})", *(f"{s.refusal(c):.0%}" for c in CONDITIONS))
+    for s in result.sets:
+        table.add_row(f"evasion (asks what is meant): {s.name}", *(f"{s.evasion(c):.0%}" for c in CONDITIONS))
     every = {c: [a for s in result.sets for a in s.answers[c]] for c in CONDITIONS}
     table.add_row("4-gram quality, all answers", *(f"{mean_ngram_quality(every[c]):.3f}" for c in CONDITIONS))
     table.add_row("degenerate answers", *(f"{degenerate_rate(every[c]):.0%}" for c in CONDITIONS))
