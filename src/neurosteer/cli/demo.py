@@ -51,7 +51,7 @@ def demo(
     """Find refusal neurons, steer them, and compare refusal with the unsteered model and directional ablation."""
     from neurosteer.demo import CONDITIONS, run_demo
     from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-    from neurosteer.metrics.refusal import is_refusal
+    from neurosteer.metrics.refusal import is_evasion, is_refusal
 
     finite("--strength", strength)
     check_writable(out, directory=True)
@@ -95,10 +95,12 @@ def demo(
     for condition in CONDITIONS:
         examples.add_column(condition, ratio=2)
     harmful, harmless = result.sets[0], result.sets[1]
+    # the first refusal the neurons turned into an answer (not into an evasion, counted above)
     flipped = [
         i
         for i in range(len(harmful.prompts))
-        if is_refusal(harmful.answers["unsteered"][i]) and not is_refusal(harmful.answers["neurons"][i])
+        if is_refusal(harmful.answers["unsteered"][i])
+        and not (is_refusal(harmful.answers["neurons"][i]) or is_evasion(harmful.answers["neurons"][i]))
     ]
     for s, i in [(harmful, (flipped or [0])[0]), (harmless, 0)]:
         examples.add_row(plain(s.prompts[i]), *(plain(s.answers[c][i]) for c in CONDITIONS))
