@@ -184,6 +184,19 @@ def test_eval_and_sweep_reject_bad_plans(workspace):
     result = invoke("sweep", "--model", workspace / "llama", "--out", workspace / "sw", "--max-new-tokens", "0")
     assert_one_line_error(result, "max_new_tokens")
     assert not (workspace / "sw").exists()
+    result = invoke("eval", "--model", workspace / "llama", "--harmless-start", "1000000")
+    assert_one_line_error(result, "no prompts past harmless_start")
+
+
+def test_sweeps_on_other_harmless_prompts_do_not_mix():
+    from neurosteer.evaluation import EvalPlan
+    from neurosteer.sweep import SweepConfig
+
+    plain = SweepConfig(model="m")
+    # the hash the same settings had before harmless_start existed (commit 1e8af47), so stored
+    # sweeps still resume
+    assert plain.fingerprint() == "f339ac8367f51333"
+    assert SweepConfig(model="m", plan=EvalPlan(harmless_start=64)).fingerprint() != plain.fingerprint()
 
 
 def test_eval_runs_one_setting(workspace):

@@ -61,6 +61,8 @@ class SweepConfig(BaseModel):
         the same name starts a different sweep rather than mixing results of the two.
         """
         settings = self.model_dump(exclude={"methods", "strengths"})
+        if not self.plan.harmless_start:  # added later; at 0 the sweeps stored before it keep their hash
+            del settings["plan"]["harmless_start"]
         contents = {
             "neurons": file_sha256(Path(self.neurons)) if self.neurons else None,
             "training": load_behaviour(self.behaviour).fingerprint_data(self.n_train),

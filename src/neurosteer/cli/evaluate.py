@@ -36,6 +36,12 @@ SetsOpt = Annotated[
 ]
 NHarmfulOpt = Annotated[int | None, typer.Option("--n-harmful", help="Prompts per harmful set (default: 100).")]
 NHarmlessOpt = Annotated[int | None, typer.Option("--n-harmless", help="Harmless prompts (default: 100).")]
+HarmlessStartOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--harmless-start", help="First harmless_val prompt (default 0; 64 skips those 'neurosteer tune' reads)."
+    ),
+]
 NQuestionsOpt = Annotated[
     int | None, typer.Option("--n-questions", help="Held-out questions of an A/B behaviour (default: 100).")
 ]
@@ -67,6 +73,7 @@ PLAN_OPTIONS = (
     "harmful_sets",
     "n_harmful",
     "n_harmless",
+    "harmless_start",
     "n_questions",
     "n_xstest",
     "mmlu",
@@ -139,6 +146,7 @@ def evaluate(
     harmful_sets: SetsOpt = None,
     n_harmful: NHarmfulOpt = None,
     n_harmless: NHarmlessOpt = None,
+    harmless_start: HarmlessStartOpt = None,
     n_questions: NQuestionsOpt = None,
     n_xstest: XSTestOpt = None,
     max_new_tokens: TokensOpt = None,
@@ -227,6 +235,7 @@ def sweep(
     harmful_sets: SetsOpt = None,
     n_harmful: NHarmfulOpt = None,
     n_harmless: NHarmlessOpt = None,
+    harmless_start: HarmlessStartOpt = None,
     n_questions: NQuestionsOpt = None,
     n_xstest: XSTestOpt = None,
     max_new_tokens: TokensOpt = None,
