@@ -53,6 +53,10 @@ def test_ab_effects_and_rerank_read_the_letter_difference_on_validation_question
     best = sorted(range(4), key=lambda i: -effects.drop(i))[:2]
     assert kept.indices.tolist() == [int(candidates.indices[i]) for i in best]
     assert kept.layers.tolist() == [int(candidates.layers[i]) for i in best]
+    # every recorded array follows its neuron, the spread clamping reads included
+    assert candidates.spread_negative is not None
+    assert torch.equal(kept.spread_negative, candidates.spread_negative[best])
+    assert torch.equal(kept.mean_negative, candidates.mean_negative[best])
 
 
 def test_validation_targets_read_validation_data_only():

@@ -178,7 +178,7 @@ def test_cli_search_prints_its_fronts_and_confirmed_measures(cli_workspace, tmp_
 
 def test_clamp_space_searches_clamping_from_the_same_selection(searched, model, tokenizer, tmp_path, cli_workspace):
     """The clamp space measures the library's default steering first (the default selection clamped
-    at the documented margin and strength), its trials rebuild with their margins, and exporting one
+    at the documented margin and strength), its trials replay to their objectives, and exporting one
     as a checkpoint says in one line that clamping cannot be baked."""
     from neurosteer.interventions import NeuronClamping
 
@@ -186,15 +186,18 @@ def test_clamp_space_searches_clamping_from_the_same_selection(searched, model, 
 
     out, rows = searched
     first, first_strength = rebuild(model, tokenizer, out, "clamp", 0)
-    ctx = context(model, tokenizer, TuneConfig(**CONFIG), out, measuring=False)
+    ctx = context(model, tokenizer, TuneConfig(**CONFIG), out)
     positive, negative = ctx.behaviour.training_pair(CONFIG["n_train"])
     default = default_selection(model, tokenizer, positive, negative, ctx.contrast)
     assert isinstance(first, NeuronClamping) and (first.margin, first_strength) == (CLAMP.margin, CLAMP.strength)
     assert (first.name, first_strength) == (STEERING.method, STEERING.strength)
     assert torch.equal(first.neurons.indices, default.indices) and torch.equal(first.neurons.layers, default.layers)
     for row in rows["clamp"]:
-        intervention, _ = rebuild(model, tokenizer, out, "clamp", row["trial"])
+        intervention, strength = rebuild(model, tokenizer, out, "clamp", row["trial"])
         assert intervention.margin == pytest.approx(row["params"]["margin"])
+        assert ctx.measure(intervention.apply(model, strength)) == pytest.approx(
+            (row["behaviour"], row["kl"]), abs=1e-5
+        )
     saved = tmp_path / "gpt2"
     model.save_pretrained(saved)
     tiny_tokenizer().save_pretrained(saved)

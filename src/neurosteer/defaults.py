@@ -102,15 +102,22 @@ class EvalDefaults:
     mmlu_per_subject: int = 10
 
 
+# harmless_val prompts whose first-token KL a search reads (``neurosteer tune --n-harmless``)
+TUNE_KL_PROMPTS = 64
+# the spaces ``neurosteer tune`` searches unless told: the one holding the default intervention,
+# and directional ablation with the same budget
+TUNE_SPACES = ("clamp", "ablation")
+
+
 @dataclass(frozen=True)
 class DemoDefaults:
     """``neurosteer demo``: all 100 JailbreakBench behaviours, fewer harmless prompts and shorter
     answers than ``eval``, so that three conditions fit in ten minutes on two CPU cores. The
-    harmless prompts start past the 64 ``harmless_val`` prompts whose first-token KL the search
-    read (``neurosteer tune --n-harmless``), so that no prompt the demo measures chose a default."""
+    harmless prompts start past the ``harmless_val`` prompts whose first-token KL the search read
+    (:data:`TUNE_KL_PROMPTS`), so that no prompt the demo measures chose a default."""
 
     n_harmless: int = 50
-    harmless_start: int = 64
+    harmless_start: int = TUNE_KL_PROMPTS
     max_new_tokens: int = 48
 
 

@@ -396,18 +396,7 @@ def rerank(neurons: NeuronSet, effects: SingleEffects, keep: int, *, kl_weight: 
     value = torch.tensor([effects.drop(i) - kl_weight * effects.kl_alone[i] for i in range(len(neurons))])
     order = torch.sort(value, descending=True, stable=True).indices[: min(keep, len(neurons))]
     method = {**neurons.method, "reranked": {"candidates": len(neurons), "kl_weight": kl_weight}, "kept": len(order)}
-    return NeuronSet(
-        layers=neurons.layers[order],
-        indices=neurons.indices[order],
-        scores=value[order].float(),
-        mean_positive=neurons.mean_positive[order],
-        mean_negative=neurons.mean_negative[order],
-        spread_negative=None if neurons.spread_negative is None else neurons.spread_negative[order],
-        model=neurons.model,
-        method=method,
-        prompts=neurons.prompts,
-        version=neurons.version,
-    )
+    return neurons.subset(order, method, scores=value[order].float())
 
 
 def rerank_by_effect(

@@ -148,12 +148,18 @@ class NeuronSet:
         layers, counts = torch.unique(self.layers, return_counts=True)
         return {int(a): int(b) for a, b in zip(layers, counts, strict=True)}
 
+    def subset(self, index: torch.Tensor | slice, method: dict[str, Any], **replaced: torch.Tensor) -> NeuronSet:
+        """The neurons at ``index``, in that order, as a new set described by ``method``; every array
+        the set holds is taken along, except those given in ``replaced`` (already indexed)."""
+        arrays = {name: getattr(self, name)[index].clone() for name in self._present()}
+        return NeuronSet(
+            **(arrays | replaced), model=self.model, method=method, prompts=self.prompts, version=self.version
+        )
+
     def top(self, k: int) -> NeuronSet:
         """The first ``k`` neurons (the largest |score|), as a new set."""
         whole("k", k)
-        arrays = {name: getattr(self, name)[:k].clone() for name in self._present()}
-        method = {**self.method, "top_k": min(k, len(self)), "fraction": None}
-        return NeuronSet(**arrays, model=self.model, method=method, prompts=self.prompts, version=self.version)
+        return self.subset(slice(0, k), {**self.method, "top_k": min(k, len(self)), "fraction": None})
 
     def fingerprint(self) -> str:
         """Hash of the selection (which neurons and their scores) and the model signature."""
@@ -207,14 +213,9 @@ class NeuronSet:
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         tensors = {
-            "layers": self.layers.to(torch.int64).contiguous(),
-            "indices": self.indices.to(torch.int64).contiguous(),
-            "scores": self.scores.to(torch.float32).contiguous(),
-            "mean_positive": self.mean_positive.to(torch.float32).contiguous(),
-            "mean_negative": self.mean_negative.to(torch.float32).contiguous(),
+            name: getattr(self, name).to(torch.int64 if name in ("layers", "indices") else torch.float32).contiguous()
+            for name in self._present()
         }
-        if self.spread_negative is not None:
-            tensors["spread_negative"] = self.spread_negative.to(torch.float32).contiguous()
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"neurosteer": json.dumps(self.metadata())})
         return path

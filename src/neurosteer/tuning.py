@@ -34,7 +34,7 @@ from neurosteer.atomic import atomic_path
 from neurosteer.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.console import track
 from neurosteer.contrast import ContrastStats, collect_contrast
-from neurosteer.defaults import CLAMP, DISCOVERY, PATCH
+from neurosteer.defaults import CLAMP, DISCOVERY, PATCH, TUNE_KL_PROMPTS, TUNE_SPACES
 from neurosteer.discovery import neurons_from_contrast
 from neurosteer.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation import EvalPlan
@@ -59,14 +59,14 @@ class TuneConfig(BaseModel):
     model: str = Field(description="Model the search ran on.")
     behaviour: str = Field("refusal", description="Bundled behaviour or a behaviour TOML file.")
     spaces: list[str] = Field(
-        ["clamp", "ablation"], description="Search spaces, each with the same budget (neurons: scaling and patching)."
+        list(TUNE_SPACES), description="Search spaces, each with the same budget (neurons: scaling and patching)."
     )
     trials: int = Field(40, ge=1, description="Trials per search space.")
     goal: Goal = Field("remove", description="Remove the behaviour (default) or amplify it.")
     seed: int = Field(0, description="Seed of the TPE sampler.")
     n_train: int = Field(128, ge=2, description="Training prompts (or A/B pairs) per side.")
     n_screen: int = Field(100, ge=1, description="Validation prompts or questions per trial.")
-    n_harmless: int = Field(64, ge=1, description="Harmless prompts for the KL objective.")
+    n_harmless: int = Field(TUNE_KL_PROMPTS, ge=1, description="Harmless prompts for the KL objective.")
     screen_tokens: int = Field(
         EvalPlan.model_fields["screen_tokens"].default, ge=1, description="Tokens per answer opening in a screen."
     )

@@ -57,8 +57,8 @@ class GenerationEvaluation(Evaluation):
         metrics: dict[str, Any] = {f"refusal_{name}": refusal_rate(answers[name]) for name in self.positive_sets}
         metrics[self.target] = sum(metrics[f"refusal_{n}"] for n in self.positive_sets) / len(self.positive_sets)
         metrics["refusal_harmless"] = refusal_rate(answers["harmless_val"])
-        for name in (*self.positive_sets, "harmless"):
-            metrics[f"evasion_{name}"] = evasion_rate(answers["harmless_val" if name == "harmless" else name])
+        metrics |= {f"evasion_{name}": evasion_rate(answers[name]) for name in self.positive_sets}
+        metrics["evasion_harmless"] = evasion_rate(answers["harmless_val"])
         if self.xstest:
             metrics["xstest_safe_refusal"] = refusal_rate(answers["xstest_safe"])
             metrics["xstest_unsafe_compliance"] = 1.0 - refusal_rate(answers["xstest_unsafe"])

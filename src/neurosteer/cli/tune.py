@@ -24,6 +24,7 @@ from neurosteer.cli.common import (
     settings_from,
 )
 from neurosteer.console import console, plain
+from neurosteer.defaults import TUNE_SPACES
 from neurosteer.errors import SettingsError
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory of the search (journal, tables, tune.html).")]
@@ -42,7 +43,7 @@ def tune(
             help="Search spaces, comma-separated: clamp (neurons clamped, the default intervention), ablation, "
             "neurons (neurons scaled or patched; not run unless named)."
         ),
-    ] = "clamp,ablation",
+    ] = ",".join(TUNE_SPACES),
     trials: Annotated[int, typer.Option(help="Trials per search space (the same budget for each).")] = 40,
     goal: Annotated[str, typer.Option(help="remove (default) or amplify the behaviour.")] = "remove",
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
