@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from neurosteer.prompts import load_prompts
+from neurosteer.util.prompts import load_prompts
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

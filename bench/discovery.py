@@ -15,10 +15,10 @@ import argparse
 import torch
 
 import neurosteer
-from neurosteer.activations import forward_base, tokenize_prompts
-from neurosteer.architectures import layout
-from neurosteer.defaults import DISCOVERY
-from neurosteer.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.model.activations import forward_base, tokenize_prompts
+from neurosteer.model.architectures import layout
+from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.util.defaults import DISCOVERY
 
 from common import best_of, machine, prompt_mix
 

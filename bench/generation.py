@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import neurosteer
-from neurosteer.generation import generate
-from neurosteer.prompts import load_prompts
+from neurosteer.model.generation import generate
+from neurosteer.util.prompts import load_prompts
 
 from common import machine
 
@@ -35,8 +35,8 @@ def lora_model(base, neurons):
     """``base`` with the steering as an unmerged PEFT adapter (written to disk and loaded, as served)."""
     from peft import PeftModel
 
-    from neurosteer.architectures import layout
-    from neurosteer.lora import neuron_updates, write_adapter
+    from neurosteer.export.lora import neuron_updates, write_adapter
+    from neurosteer.model.architectures import layout
 
     folder = Path(tempfile.mkdtemp(prefix="neurosteer-bench-"))
     write_adapter(

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import neurosteer
-from neurosteer.activations import tokenize_prompts
-from neurosteer.gguf_export import export_gguf, source_gguf
-from neurosteer.prompts import load_prompts
+from neurosteer.export.gguf import export_gguf, source_gguf
+from neurosteer.model.activations import tokenize_prompts
+from neurosteer.util.prompts import load_prompts
 
 from common import machine
 

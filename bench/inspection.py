@@ -13,10 +13,10 @@ import argparse
 import time
 
 import neurosteer
-from neurosteer.effects import leave_one_out
-from neurosteer.firing import top_firings
-from neurosteer.logit_effect import logit_effects, strongest_tokens
-from neurosteer.prompts import load_prompts, refusal_training_pair
+from neurosteer.inspection.effects import leave_one_out
+from neurosteer.inspection.firing import top_firings
+from neurosteer.inspection.logit_effect import logit_effects, strongest_tokens
+from neurosteer.util.prompts import load_prompts, refusal_training_pair
 
 from common import machine
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import neurosteer
-from neurosteer.tuning import TuneConfig, context, run_tune
+from neurosteer.runs.tune import TuneConfig, context, run_tune
 
 from common import machine
 

@@ -20,15 +20,15 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import neurosteer
-from neurosteer.behaviours import load_behaviour
-from neurosteer.contrast import collect_contrast
-from neurosteer.defaults import STEERING
-from neurosteer.discovery import neurons_from_contrast
-from neurosteer.evaluation import EvalPlan
+from neurosteer.discovery.contrast import collect_contrast
+from neurosteer.discovery.find import neurons_from_contrast
+from neurosteer.discovery.scores import Attribution
+from neurosteer.evaluation.behaviours import load_behaviour
+from neurosteer.evaluation.evaluator import EvalPlan
 from neurosteer.interventions import NeuronPatching, NeuronScaling
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
-from neurosteer.prompts import load_prompts
-from neurosteer.scores import Attribution
+from neurosteer.util.defaults import STEERING
+from neurosteer.util.prompts import load_prompts
 
 BEHAVIOURS = (
     "coordinate-other-ais",

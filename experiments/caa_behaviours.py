@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import neurosteer
-from neurosteer.behaviours import BUNDLED
-from neurosteer.evaluation import EvalPlan
-from neurosteer.sweep import SweepConfig, run_sweep
+from neurosteer.evaluation.behaviours import BUNDLED
+from neurosteer.evaluation.evaluator import EvalPlan
+from neurosteer.runs.sweep import SweepConfig, run_sweep
 
 METHODS = ("cna", "caa", "ablation")
 AB_BEHAVIOURS = [name for name in BUNDLED if name != "refusal"]

@@ -19,11 +19,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import neurosteer
-from neurosteer.generation import generate
 from neurosteer.interventions import NeuronClamping, NeuronPatching
 from neurosteer.metrics.refusal import refusal_rate
-from neurosteer.prompts import load_prompts
-from neurosteer.tuning import FixedTrial, NeuronSpace, TuneConfig, context
+from neurosteer.model.generation import generate
+from neurosteer.runs.tune import FixedTrial, NeuronSpace, TuneConfig, context
+from neurosteer.util.prompts import load_prompts
 
 
 def main() -> None:

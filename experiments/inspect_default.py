@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import neurosteer
-from neurosteer.inspect_page import write_page
-from neurosteer.inspection import inspect_neurons
-from neurosteer.prompts import load_prompts, refusal_training_pair
+from neurosteer.inspection.page import write_page
+from neurosteer.inspection.summary import inspect_neurons
+from neurosteer.util.prompts import load_prompts, refusal_training_pair
 
 
 def main() -> None:

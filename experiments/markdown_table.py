@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from neurosteer.bounds import Bounds, best_within_bounds
+from neurosteer.evaluation.bounds import Bounds, best_within_bounds
 
 COLUMNS = {
     "method": "method",

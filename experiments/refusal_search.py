@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 
 import neurosteer
-from neurosteer.activations import last_token_stats
-from neurosteer.architectures import layout
-from neurosteer.discovery import count_to_keep, select_neurons
-from neurosteer.evaluation import EvalPlan, Evaluator
-from neurosteer.prompts import load_prompts
-from neurosteer.scores import ScoreInputs, Selective, neuron_scores
-from neurosteer.stats import RunningStats
+from neurosteer.discovery.find import count_to_keep, select_neurons
+from neurosteer.discovery.scores import ScoreInputs, Selective, neuron_scores
+from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
+from neurosteer.model.activations import last_token_stats
+from neurosteer.model.architectures import layout
+from neurosteer.util.prompts import load_prompts
+from neurosteer.util.stats import RunningStats
 
 N_TRAIN = 128
 
@@ -57,9 +57,9 @@ def all_position_mean_square(model, tokenizer, out: Path) -> torch.Tensor:
     path = out / f"neg_all_positions_{N_TRAIN}.pt"
     if path.exists():
         return torch.load(path)
-    from neurosteer.activations import forward_base, tokenize_prompts
-    from neurosteer.encoding import iter_batches, pad_token_id
-    from neurosteer.hooks import installed_hooks
+    from neurosteer.model.activations import forward_base, tokenize_prompts
+    from neurosteer.model.encoding import iter_batches, pad_token_id
+    from neurosteer.model.hooks import installed_hooks
 
     lay = layout(model)
     total = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
@@ -86,7 +86,7 @@ def all_position_mean_square(model, tokenizer, out: Path) -> torch.Tensor:
 
 def cached_attribution(model, tokenizer, out: Path, positions: int) -> torch.Tensor:
     """``[layers, neurons]`` causal attribution scores on the training prompts, cached."""
-    from neurosteer.attribution import attribution_scores
+    from neurosteer.discovery.attribution import attribution_scores
 
     path = out / f"attribution_p{positions}_{N_TRAIN}.pt"
     if path.exists():
@@ -273,7 +273,8 @@ def main() -> None:
 
 def run_baselines(model, tokenizer, stats, evaluate, out: Path) -> None:
     """Directional ablation and CAA with each candidate layer's direction, on the validation split."""
-    from neurosteer.baselines import ResidualDirections, ablate_direction, add_vector
+    from neurosteer.discovery.directions import ResidualDirections
+    from neurosteer.interventions.baselines import ablate_direction, add_vector
 
     pos, neg = stats["residual_pos"], stats["residual_neg"]
     directions = ResidualDirections(diff=(pos.mean - neg.mean).float(), norm=torch.zeros(len(pos.mean)))

@@ -11,7 +11,7 @@ held-out data: JailbreakBench (refusal markers), harmless_val prompts past those
     python experiments/tune_heldout.py runs/tune-1.5b --n-xstest 0 --sets strongreject --n-harmful 313 \
         --point unsteered --point neurons:19@2.8 --point ablation:54@1
 
-``--sets`` names other held-out harmful sets (:data:`neurosteer.evaluation.HELD_OUT_HARMFUL`); their
+``--sets`` names other held-out harmful sets (:data:`neurosteer.evaluation.evaluator.HELD_OUT_HARMFUL`); their
 results go to files named after them (``heldout-points-strongreject.json``), so the JailbreakBench
 records stay.
 """
@@ -24,9 +24,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import neurosteer
-from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
 from neurosteer.metrics.refusal import refusal_rate
-from neurosteer.tuning import TuneConfig, candidates, rebuild, trial_rows
+from neurosteer.runs.tune import TuneConfig, candidates, rebuild, trial_rows
 
 HERETIC_SAW = 61
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from tune_heldout import chosen
 
 import neurosteer
-from neurosteer.defaults import PATCH
-from neurosteer.tuning import SPACES, FixedTrial, TuneConfig, context, trial_rows
+from neurosteer.runs.tune import SPACES, FixedTrial, TuneConfig, context, trial_rows
+from neurosteer.util.defaults import PATCH
 
 
 def variants(params: dict, n_layers: int) -> dict[str, dict]:

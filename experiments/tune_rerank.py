@@ -6,7 +6,7 @@ as many neurons with the same score and layer window, ablates each candidate alo
 ``--n-effect`` ``harmful_train`` prompts past the ``n_train`` that discovery read (and as many
 ``harmless_train`` prompts past them, for the KL), keeps as many as the trial had, ordered by the
 drop in first-token refusal log-odds less ``--kl-weight`` times their KL
-(:func:`neurosteer.effects.rerank_by_effect`), and steers them with the trial's intervention and
+(:func:`neurosteer.inspection.effects.rerank_by_effect`), and steers them with the trial's intervention and
 strength. Measured on the search's own screen and KL prompts, next to the trial itself; the
 re-ranking reads none of those prompts, and nothing held out.
 
@@ -24,11 +24,11 @@ from pathlib import Path
 from tune_heldout import chosen
 
 import neurosteer
-from neurosteer.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
-from neurosteer.effects import rerank_by_effect
-from neurosteer.neuronset import NeuronSet
-from neurosteer.prompts import load_prompts
-from neurosteer.tuning import FixedTrial, NeuronSpace, TuneConfig, context, trial_rows
+from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.inspection.effects import rerank_by_effect
+from neurosteer.runs.tune import FixedTrial, NeuronSpace, TuneConfig, context, trial_rows
+from neurosteer.util.prompts import load_prompts
 
 
 def pairs(neurons: NeuronSet) -> set[tuple[int, int]]:

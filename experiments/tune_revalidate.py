@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 
 import neurosteer
-from neurosteer.generation import generate
 from neurosteer.metrics.refusal import refusal_rate
-from neurosteer.prompts import load_prompts
-from neurosteer.tuning import TuneConfig, rebuild, trial_rows
+from neurosteer.model.generation import generate
+from neurosteer.runs.tune import TuneConfig, rebuild, trial_rows
+from neurosteer.util.prompts import load_prompts
 
 
 def main() -> None:

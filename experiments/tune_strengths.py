@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import neurosteer
-from neurosteer.defaults import CLAMP
-from neurosteer.generation import generate
 from neurosteer.interventions import NeuronClamping, NeuronPatching
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.refusal import is_refusal, refusal_rate
-from neurosteer.prompts import load_prompts
-from neurosteer.tuning import TuneConfig, context, rebuild
+from neurosteer.model.generation import generate
+from neurosteer.runs.tune import TuneConfig, context, rebuild
+from neurosteer.util.defaults import CLAMP
+from neurosteer.util.prompts import load_prompts
 
 
 def main() -> None:

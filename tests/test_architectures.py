@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neurosteer.architectures import REGISTRY, layout, supported_model_types
-from neurosteer.errors import UnsupportedArchitectureError
+from neurosteer.model.architectures import REGISTRY, layout, supported_model_types
+from neurosteer.util.errors import UnsupportedArchitectureError
 
 from tiny import FAMILIES, HIDDEN, LAYERS, NEURONS, tiny_model
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurosteer.activations import tokenize_prompts
-from neurosteer.architectures import layout
-from neurosteer.attribution import attribution_scores, gap_attribution_scores
-from neurosteer.behaviours.ab import ABBehaviour, ABQuestion, balanced, letter_tokens
-from neurosteer.contrast import collect_contrast
-from neurosteer.encoding import iter_batches, pad_token_id
-from neurosteer.hooks import installed_hooks
+from neurosteer.discovery.attribution import attribution_scores, gap_attribution_scores
+from neurosteer.discovery.contrast import collect_contrast
+from neurosteer.evaluation.behaviours.ab import ABBehaviour, ABQuestion, balanced, letter_tokens
 from neurosteer.metrics.refusal import refusal_logodds_metric
+from neurosteer.model.activations import tokenize_prompts
+from neurosteer.model.architectures import layout
+from neurosteer.model.encoding import iter_batches, pad_token_id
+from neurosteer.model.hooks import installed_hooks
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model, tiny_tokenizer
@@ -98,9 +98,9 @@ def test_contrast_statistics_stand_in_for_the_negative_pass(family):
     """At the last token the contrast statistics already hold the negative prompts' means: the
     scores from them equal the scores from the negative pass, and the negative prompts are not
     read again."""
-    from neurosteer.contrast import collect_contrast
-    from neurosteer.errors import SettingsError
-    from neurosteer.scores import Attribution
+    from neurosteer.discovery.contrast import collect_contrast
+    from neurosteer.discovery.scores import Attribution
+    from neurosteer.util.errors import SettingsError
 
     model, tok = tiny_model(family), tiny_tokenizer()
     contrast = collect_contrast(model, tok, POSITIVE, NEGATIVE)
@@ -151,7 +151,7 @@ def test_ab_attribution_matches_finite_differences(family, positions):
         slope = (moved(step) - moved(-step)) / (2 * step)
         assert slope == pytest.approx(float(found.scores[layer, index]), rel=2e-2, abs=2e-4)
     # The score object takes the target, with the statistics given or collected itself.
-    from neurosteer.scores import Attribution
+    from neurosteer.discovery.scores import Attribution
 
     for statistics in (contrast, None):
         via_score = Attribution(positions=positions).from_model(

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.baselines import ablate_direction, residual_directions
-from neurosteer.errors import NeurosteerError
+from neurosteer.discovery.directions import residual_directions
+from neurosteer.interventions.baselines import ablate_direction
+from neurosteer.util.errors import NeurosteerError
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
 from clitools import assert_one_line_error, invoke

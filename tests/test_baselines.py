@@ -7,14 +7,9 @@ import copy
 import pytest
 import torch
 
-from neurosteer.baselines import (
-    ResidualDirections,
-    ablate_direction,
-    add_vector,
-    norm_scaled_coefficient,
-    residual_directions,
-)
-from neurosteer.errors import SettingsError
+from neurosteer.discovery.directions import ResidualDirections, residual_directions
+from neurosteer.interventions.baselines import ablate_direction, add_vector, norm_scaled_coefficient
+from neurosteer.util.errors import SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from test_steering import logits

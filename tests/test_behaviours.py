@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from neurosteer.behaviours import BUNDLED, ABBehaviour, load_behaviour
-from neurosteer.behaviours.ab import ABQuestion, letter_tokens, logit_differences, split_items
-from neurosteer.encoding import ChatPrompt, encode_prompts
-from neurosteer.errors import PromptFileError, SettingsError
-from neurosteer.evaluation import EvalPlan, Evaluator
+from neurosteer.evaluation.behaviours import BUNDLED, ABBehaviour, load_behaviour
+from neurosteer.evaluation.behaviours.ab import ABQuestion, letter_tokens, logit_differences, split_items
+from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
 from neurosteer.metrics.steerability import slopes, steerability_summary
-from neurosteer.prompts import load_prompts
-from neurosteer.sweep import SweepConfig, run_sweep
+from neurosteer.model.encoding import encode_prompts
+from neurosteer.runs.sweep import SweepConfig, run_sweep
+from neurosteer.util.errors import PromptFileError, SettingsError
+from neurosteer.util.prompts import ChatPrompt, load_prompts
 
 from clitools import assert_one_line_error, invoke
 from tiny import tiny_model
@@ -70,7 +70,7 @@ def test_bundled_caa_behaviours_split_reproducibly():
 def test_training_pairs_balance_their_letters():
     from collections import Counter
 
-    from neurosteer.behaviours.ab import balanced
+    from neurosteer.evaluation.behaviours.ab import balanced
 
     items = [ABQuestion(f"q{i}", "A", "B") for i in range(6)] + [ABQuestion(f"r{i}", "B", "A") for i in range(3)]
     items += [ABQuestion("c", "C", "A")]  # no (A, C) counterpart: left out
@@ -286,7 +286,7 @@ def test_cli_list_sweep_and_settings(cli_workspace, ab_toml):
 
 
 def test_discover_from_a_behaviour(cli_workspace, ab_toml):
-    from neurosteer.neuronset import NeuronSet
+    from neurosteer.discovery.neuronset import NeuronSet
 
     out = ab_toml / "n.safetensors"
     args = ["discover", "-m", cli_workspace / "llama", "--top-k", "3", "--no-progress", "--out", out]
@@ -299,10 +299,10 @@ def test_discover_from_a_behaviour(cli_workspace, ab_toml):
 
 
 def test_search_screens_use_validation_data_only(tokenizer, tmp_path):
-    from neurosteer.behaviours.prompted import REFUSAL
-    from neurosteer.generation import generate
+    from neurosteer.evaluation.behaviours.prompted import REFUSAL
     from neurosteer.metrics.refusal import refusal_rate
-    from neurosteer.prompts import load_prompts
+    from neurosteer.model.generation import generate
+    from neurosteer.util.prompts import load_prompts
 
     plan = EvalPlan(n_harmful=4, n_questions=5, screen_tokens=3, batch_size=4)
     screen = REFUSAL.screen(plan)
@@ -323,10 +323,10 @@ def test_search_screens_use_validation_data_only(tokenizer, tmp_path):
 def test_ab_behaviours_have_an_attribution_target_but_select_by_statistics(tokenizer):
     """A/B behaviours: the search and an explicit attribution score read the letter difference on
     the training questions opened with '('; the default selection keeps the statistics score."""
-    from neurosteer.attribution import FIRST_TOKEN_REFUSAL
-    from neurosteer.contrast import collect_contrast
-    from neurosteer.defaults import DISCOVERY
-    from neurosteer.discovery import default_selection
+    from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL
+    from neurosteer.discovery.contrast import collect_contrast
+    from neurosteer.discovery.find import default_selection
+    from neurosteer.util.defaults import DISCOVERY
 
     behaviour = load_behaviour("sycophancy")
     target = behaviour.attribution_target(8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neurosteer.bounds import Bounds, best_within_bounds
+from neurosteer.evaluation.bounds import Bounds, best_within_bounds
 
 
 def row(method, strength, refusal, quality=1.0, kl=0.0, **extra):

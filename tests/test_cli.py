@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neurosteer.neuronset import NeuronSet
+from neurosteer.discovery.neuronset import NeuronSet
 
 from clitools import assert_one_line_error, invoke, make_workspace
 from conftest import NEGATIVE, POSITIVE
@@ -189,8 +189,8 @@ def test_eval_and_sweep_reject_bad_plans(workspace):
 
 
 def test_sweeps_on_other_harmless_prompts_do_not_mix():
-    from neurosteer.evaluation import EvalPlan
-    from neurosteer.sweep import SweepConfig
+    from neurosteer.evaluation.evaluator import EvalPlan
+    from neurosteer.runs.sweep import SweepConfig
 
     plain = SweepConfig(model="m")
     # the hash the same settings had before harmless_start existed (commit 1e8af47), so stored

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.baselines import residual_directions
-from neurosteer.contrast import ContrastStats, collect_contrast
-from neurosteer.discovery import neurons_from_contrast
-from neurosteer.errors import IncompatibleNeuronsError, NeuronFileError, SettingsError
-from neurosteer.scores import SCORES, Selective, make_score, neuron_scores
+from neurosteer.discovery.contrast import ContrastStats, collect_contrast
+from neurosteer.discovery.directions import residual_directions
+from neurosteer.discovery.find import neurons_from_contrast
+from neurosteer.discovery.scores import SCORES, Selective, make_score, neuron_scores
+from neurosteer.util.errors import IncompatibleNeuronsError, NeuronFileError, SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model
@@ -64,7 +64,7 @@ def test_statistics_of_another_model_are_refused(contrast, tmp_path):
 
 
 def test_scores_are_parameterised_objects(model, contrast):
-    from neurosteer.architectures import layout
+    from neurosteer.model.architectures import layout
 
     lay = layout(model)
     assert set(SCORES) == {"mean_diff", "standardized", "selective", "attribution"}

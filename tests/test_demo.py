@@ -6,11 +6,11 @@ import json
 
 import torch
 
-from neurosteer.defaults import DEMO, DISCOVERY, STEERING
-from neurosteer.demo import CONDITIONS, run_demo
 from neurosteer.metrics.refusal import evasion_rate, refusal_rate
-from neurosteer.prompts import load_prompts
-from neurosteer.tuning import TuneConfig
+from neurosteer.runs.demo import CONDITIONS, run_demo
+from neurosteer.runs.tune import TuneConfig
+from neurosteer.util.defaults import DEMO, DISCOVERY, STEERING
+from neurosteer.util.prompts import load_prompts
 
 from tiny import tiny_model
 

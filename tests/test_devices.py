@@ -9,7 +9,7 @@ import torch
 from accelerate import dispatch_model
 
 import neurosteer
-from neurosteer.errors import NeurosteerError
+from neurosteer.util.errors import NeurosteerError
 
 from conftest import NEGATIVE, POSITIVE
 from test_steering import logits

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.errors import SettingsError
+from neurosteer.util.errors import SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, LAYERS, NEURONS, tiny_model
@@ -164,8 +164,8 @@ def test_bad_settings_raise_clear_errors(kwargs, tokenizer):
 
 
 def test_shared_prefix_is_run_once_and_changes_nothing(tokenizer):
-    from neurosteer.activations import last_token_stats, tokenize_prompts
-    from neurosteer.prefix import MIN_PREFIX, shared_prefix_length
+    from neurosteer.model.activations import last_token_stats, tokenize_prompts
+    from neurosteer.model.prefix import MIN_PREFIX, shared_prefix_length
 
     assert shared_prefix_length(tokenize_prompts(tokenizer, POSITIVE)) >= MIN_PREFIX
     model = tiny_model("gemma3_text")
@@ -178,7 +178,7 @@ def test_shared_prefix_is_run_once_and_changes_nothing(tokenizer):
 
 
 def test_shared_prefix_length():
-    from neurosteer.prefix import shared_prefix_length
+    from neurosteer.model.prefix import shared_prefix_length
 
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps one token of its own
@@ -220,7 +220,7 @@ def test_selective_score_matches_reference(family, tokenizer):
 
 
 def test_defaults_are_used_and_recorded(tokenizer):
-    from neurosteer.defaults import DISCOVERY
+    from neurosteer.util.defaults import DISCOVERY
 
     model = tiny_model("qwen2")
     found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE)
@@ -232,7 +232,7 @@ def test_defaults_are_used_and_recorded(tokenizer):
 
 
 def test_default_layer_window_keeps_the_layers_below_its_share():
-    from neurosteer.defaults import DiscoveryDefaults
+    from neurosteer.util.defaults import DiscoveryDefaults
 
     window = DiscoveryDefaults(layer_share=20 / 24)
     assert window.max_layer(24) == 19  # layers 0..19: 20 of 24
@@ -244,7 +244,7 @@ def test_default_layer_window_keeps_the_layers_below_its_share():
 def test_default_window_leaves_later_layers_out(tokenizer):
     model = tiny_model("llama", num_hidden_layers=6)
     found = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=50, score="selective")
-    from neurosteer.defaults import DISCOVERY
+    from neurosteer.util.defaults import DISCOVERY
 
     assert int(found.layers.max()) <= DISCOVERY.max_layer(6) < 5
     wider = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=50, score="selective", max_layer=5)
@@ -252,7 +252,7 @@ def test_default_window_leaves_later_layers_out(tokenizer):
 
 
 def test_statistics_only_selection_refuses_a_score_that_runs_the_model(tokenizer):
-    from neurosteer.contrast import collect_contrast
+    from neurosteer.discovery.contrast import collect_contrast
 
     model = tiny_model("llama", num_hidden_layers=6)
     contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE)

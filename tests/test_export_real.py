@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.gguf_export import source_gguf
-from neurosteer.prompts import load_prompts
+from neurosteer.export.gguf import source_gguf
+from neurosteer.util.prompts import load_prompts
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
 from clitools import invoke
@@ -43,7 +43,7 @@ def test_default_model_lora_adapter_in_peft(qwen_and_neurons, tmp_path):
     expected = hf_last_logits(model, ids, neurosteer.steer(model, neurons, factor=0.0))
     result = invoke("export", "--neurons", path, "--format", "lora", "--out", tmp_path / "adapter", "--uniform-rank")
     assert result.exit_code == 0, result.output
-    base = neurosteer.bundled.bundled_directory("qwen2.5-0.5b")
+    base = neurosteer.model.bundled.bundled_directory("qwen2.5-0.5b")
     got = fresh_process_logits(base, ids, tmp_path, last_only=True, adapter=tmp_path / "adapter")
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.activations import tokenize_prompts
-from neurosteer.generation import generate
 from neurosteer.metrics.kl import first_token_logprobs
-from neurosteer.prefix import MIN_PREFIX, shared_prefix_length
+from neurosteer.model.activations import tokenize_prompts
+from neurosteer.model.generation import generate
+from neurosteer.model.prefix import MIN_PREFIX, shared_prefix_length
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, tiny_model

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.effects import leave_one_out
-from neurosteer.firing import top_firings
-from neurosteer.inspect_page import render
-from neurosteer.inspection import inspect_neurons
-from neurosteer.logit_effect import logit_effects, strongest_tokens
+from neurosteer.inspection.effects import leave_one_out
+from neurosteer.inspection.firing import top_firings
+from neurosteer.inspection.logit_effect import logit_effects, strongest_tokens
+from neurosteer.inspection.page import render
+from neurosteer.inspection.summary import inspect_neurons
 from neurosteer.metrics.kl import first_token_logprobs
 from neurosteer.metrics.refusal import refusal_opening_ids
 
@@ -91,7 +91,7 @@ def activations_of(model, lay, neurons, seq):
         return lambda _m, args: seen.__setitem__(layer, args[0].reshape(len(seq), -1))
 
     hooks = [(lay.out_projs[int(layer)], reader(int(layer))) for layer in torch.unique(neurons.layers)]
-    with neurosteer.hooks.installed_hooks(pre=hooks), torch.no_grad():
+    with neurosteer.model.hooks.installed_hooks(pre=hooks), torch.no_grad():
         model(input_ids=torch.tensor([seq]))
     return seen
 
@@ -102,9 +102,9 @@ def test_top_firings_match_one_prompt_at_a_time(family):
     neurons = found(model, 4)
     prompts = POSITIVE + NEGATIVE
     got = top_firings(model, tok, neurons, prompts, top=3, batch_size=4)
-    from neurosteer.activations import tokenize_prompts
-    from neurosteer.architectures import layout
-    from neurosteer.prefix import shared_prefix_length
+    from neurosteer.model.activations import tokenize_prompts
+    from neurosteer.model.architectures import layout
+    from neurosteer.model.prefix import shared_prefix_length
 
     ids = tokenize_prompts(tok, prompts)
     skip = shared_prefix_length(ids)
@@ -187,7 +187,7 @@ def test_cli_inspect_errors(cli_workspace, tmp_path):
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
 def test_single_neuron_effects_match_steering_each_alone_and_rerank(family):
-    from neurosteer.effects import rerank, single_neuron_effects
+    from neurosteer.inspection.effects import rerank, single_neuron_effects
 
     model, tok = tiny_model(family), tiny_tokenizer()
     neurons = found(model, 4)

@@ -10,12 +10,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from neurosteer.attribution import FIRST_TOKEN_REFUSAL
-from neurosteer.contrast import collect_contrast
-from neurosteer.defaults import DISCOVERY
-from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL
+from neurosteer.discovery.contrast import collect_contrast
 from neurosteer.interventions import INTERVENTIONS, BuildOptions, check_methods
-from neurosteer.methods import build_steerers
+from neurosteer.interventions.methods import build_steerers
+from neurosteer.util.defaults import DISCOVERY
+from neurosteer.util.errors import NeurosteerError, SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from test_steering import logits
@@ -76,7 +76,7 @@ def test_strength_convention_is_shared(tokenizer):
     steerers = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
     neurons = steerers.neurons
     assert neurons is not None
-    from neurosteer.steering import steer
+    from neurosteer.interventions.steering import steer
 
     for strength, factor in ((1.0, 0.0), (-1.0, 2.0), (0.5, 0.5)):
         with steerers.apply(model, "cna", strength):
@@ -122,7 +122,7 @@ def test_registry_errors_are_one_line():
 def out_proj_inputs(model, tokenizer, layer: int, steering) -> tuple[torch.Tensor, torch.Tensor]:
     """The input of ``layer``'s MLP output projection (the neuron activations) under ``steering``
     and without it."""
-    from neurosteer.architectures import layout
+    from neurosteer.model.architectures import layout
 
     projection = layout(model).out_projs[layer]
     seen: list[torch.Tensor] = []
@@ -214,8 +214,8 @@ def test_kernel_weights_and_blended_direction():
 def test_kernel_ablation_removes_the_component_only_where_weighted(tokenizer):
     """With weight 1 on layer 1 alone, layer 1's attention and MLP outputs have no component along
     the direction, and the other layers' outputs keep theirs."""
-    from neurosteer.architectures import layout
     from neurosteer.interventions.kernel import Kernel, KernelAblation
+    from neurosteer.model.architectures import layout
 
     model = tiny_model("llama")
     contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
@@ -240,7 +240,7 @@ def test_kernel_ablation_removes_the_component_only_where_weighted(tokenizer):
 
 def test_default_steering_is_the_documented_intervention_and_strength(tokenizer):
     import neurosteer
-    from neurosteer.defaults import STEERING
+    from neurosteer.util.defaults import STEERING
 
     model = tiny_model("llama")
     neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=6, score="selective")
@@ -258,8 +258,8 @@ def test_default_steering_is_the_documented_intervention_and_strength(tokenizer)
 
 
 def test_kernel_ablation_builds_the_documented_point_at_any_depth(tokenizer):
-    from neurosteer.defaults import KERNEL
     from neurosteer.interventions.kernel import KernelAblation
+    from neurosteer.util.defaults import KERNEL
 
     for layers in (3, 6):
         model = tiny_model("qwen2", num_hidden_layers=layers)

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import neurosteer
-from neurosteer.baselines import ablate_direction, residual_directions
-from neurosteer.errors import NeurosteerError
-from neurosteer.lora import LowRank, direction_updates, neuron_updates, vllm_rank
+from neurosteer.discovery.directions import residual_directions
+from neurosteer.export.lora import LowRank, direction_updates, neuron_updates, vllm_rank
+from neurosteer.interventions.baselines import ablate_direction
+from neurosteer.util.errors import NeurosteerError
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
 from clitools import assert_one_line_error, invoke
@@ -65,7 +66,7 @@ def test_direction_adapter_matches_hooks_in_a_fresh_process(tmp_path):
     ids = prompt_ids(tok)
     with ablate_direction(model, direction, strength=1.0):
         expected = in_process_logits(model, ids)
-    from neurosteer.lora import write_adapter
+    from neurosteer.export.lora import write_adapter
 
     write_adapter(direction_updates(model, direction), tmp_path / "adapter", base_model=str(tmp_path / "base"))
     got = fresh_process_logits(tmp_path / "base", ids, tmp_path, adapter=tmp_path / "adapter")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neurosteer.errors import SettingsError
 from neurosteer.metrics.mmlu import evaluate_mmlu, subjects
+from neurosteer.util.errors import SettingsError
 
 from tiny import tiny_model
 

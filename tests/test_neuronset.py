@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 
 import neurosteer
-from neurosteer.errors import IncompatibleNeuronsError, NeurosteerError
-from neurosteer.neuronset import NeuronSet
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.util.errors import IncompatibleNeuronsError, NeurosteerError
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import tiny_model
@@ -67,7 +67,7 @@ def test_bad_files(tmp_path):
 
 
 def test_failed_save_leaves_no_file(found, tmp_path, monkeypatch):
-    import neurosteer.neuronset as module
+    import neurosteer.discovery.neuronset as module
 
     def broken(*_args, **_kwargs):
         raise OSError("disk full")
@@ -83,8 +83,8 @@ def test_sets_without_spreads_still_load_and_say_why_they_cannot_be_clamped(foun
     (which needs the spread) is one clear error, and a negative spread is refused."""
     from dataclasses import replace
 
-    from neurosteer.errors import NeuronFileError, SettingsError
     from neurosteer.interventions import NeuronClamping
+    from neurosteer.util.errors import NeuronFileError, SettingsError
 
     assert found.spread_negative is not None and bool((found.spread_negative > 0).all())
     older = replace(found, spread_negative=None)

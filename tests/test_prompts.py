@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from neurosteer.errors import PromptFileError
-from neurosteer.prompts import bundled_prompt_sets, load_prompts
+from neurosteer.util.errors import PromptFileError
+from neurosteer.util.prompts import bundled_prompt_sets, load_prompts
 
 
 def test_formats(tmp_path):

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.bundled import BUNDLED, part_paths
-from neurosteer.generation import generate
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.quality import degenerate_rate
 from neurosteer.metrics.refusal import refusal_rate
-from neurosteer.prompts import load_prompts
+from neurosteer.model.bundled import BUNDLED, part_paths
+from neurosteer.model.generation import generate
+from neurosteer.util.prompts import load_prompts
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
 from clitools import invoke
@@ -145,9 +145,9 @@ def test_default_model_ab_behaviour_steers_both_ways(qwen):
     0.65 / 0.59 / 0.53 at -1 / 0 / +1)."""
     from contextlib import nullcontext
 
-    from neurosteer.behaviours import load_behaviour
-    from neurosteer.evaluation import EvalPlan, Evaluator
-    from neurosteer.methods import build_steerers
+    from neurosteer.evaluation.behaviours import load_behaviour
+    from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
+    from neurosteer.interventions.methods import build_steerers
 
     model, tokenizer = qwen
     behaviour = load_behaviour("corrigible-neutral-HHH")

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.attribution import FIRST_TOKEN_REFUSAL
-from neurosteer.behaviours.ab import ABBehaviour, ABQuestion, letter_difference
-from neurosteer.behaviours.prompted import REFUSAL
-from neurosteer.effects import rerank_by_effect, single_neuron_effects
-from neurosteer.errors import SettingsError
+from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.evaluation.behaviours.ab import ABBehaviour, ABQuestion, letter_difference
+from neurosteer.evaluation.behaviours.prompted import REFUSAL
+from neurosteer.inspection.effects import rerank_by_effect, single_neuron_effects
 from neurosteer.metrics.kl import first_token_logprobs
-from neurosteer.neuronset import NeuronSet
-from neurosteer.prompts import load_prompts
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.prompts import load_prompts
 
 from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE

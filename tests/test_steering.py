@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.errors import SettingsError
+from neurosteer.util.errors import SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, tiny_model

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from neurosteer.errors import NeurosteerError
-from neurosteer.evaluation import EvalPlan, Evaluator
-from neurosteer.neuronset import NeuronSet
-from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
+from neurosteer.runs.sweep import SweepConfig, parse_strengths, run_sweep
+from neurosteer.util.errors import NeurosteerError
 
 from tiny import tiny_model
 

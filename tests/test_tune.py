@@ -10,11 +10,11 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from neurosteer.defaults import CLAMP, PATCH, STEERING
-from neurosteer.discovery import default_selection
-from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.discovery.find import default_selection
 from neurosteer.interventions import BuildOptions, KernelAblation, NeuronPatching
-from neurosteer.tuning import SPACES, TuneConfig, context, rebuild, run_tune
+from neurosteer.runs.tune import SPACES, TuneConfig, context, rebuild, run_tune
+from neurosteer.util.defaults import CLAMP, PATCH, STEERING
+from neurosteer.util.errors import NeurosteerError, SettingsError
 
 from clitools import assert_one_line_error, invoke
 from tiny import tiny_model
@@ -53,7 +53,7 @@ def test_search_writes_tables_and_a_front(searched):
 
 
 def test_each_search_measures_the_library_default_first(searched, model, tokenizer):
-    """Trial 0 of each space is the documented default (``neurosteer.defaults``), marked as such,
+    """Trial 0 of each space is the documented default (``neurosteer.util.defaults``), marked as such,
     and only once: resuming the search does not enqueue it again (checked in the resume test)."""
     out, rows = searched
     ctx = context(model, tokenizer, TuneConfig(**CONFIG), out, measuring=False)
@@ -106,7 +106,7 @@ def test_confirming_candidates_with_full_answers(searched, model, tokenizer):
 def test_search_resumes_and_guards_its_settings(searched, model, tokenizer, monkeypatch):
     out, _ = searched
     calls = []
-    from neurosteer import tuning
+    from neurosteer.runs import tune as tuning
 
     original = tuning.TuneContext.measure
     monkeypatch.setattr(tuning.TuneContext, "measure", lambda self, s: calls.append(1) or original(self, s))
@@ -123,8 +123,8 @@ def test_search_resumes_and_guards_its_settings(searched, model, tokenizer, monk
 def test_export_a_trial(searched, cli_workspace, tmp_path):
     """The CLI rebuilds a trial on a saved copy of the same model: neuron set, and a baked checkpoint
     whose logits equal the hooks' (GPT-2's output projections have biases, so patching bakes too)."""
-    from neurosteer.models import load_model
-    from neurosteer.neuronset import NeuronSet
+    from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.model.loading import load_model
 
     out, rows = searched
     trial = rows["neurons"][0]["trial"]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from neurosteer.bake import bake, bake_direction
-from neurosteer.baselines import ablate_direction, add_vector, residual_directions
-from neurosteer.behaviours import load_behaviour
-from neurosteer.contrast import ContrastStats, collect_contrast
-from neurosteer.discovery import find_neurons, neurons_from_contrast
-from neurosteer.encoding import ChatPrompt
-from neurosteer.errors import NeurosteerError
+from neurosteer.discovery.contrast import ContrastStats, collect_contrast
+from neurosteer.discovery.directions import residual_directions
+from neurosteer.discovery.find import find_neurons, neurons_from_contrast
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.evaluation.behaviours import load_behaviour
 from neurosteer.interventions import default_steering
-from neurosteer.models import load_model
-from neurosteer.neuronset import NeuronSet
-from neurosteer.steering import steer
+from neurosteer.interventions.baselines import ablate_direction, add_vector
+from neurosteer.interventions.steering import steer
+from neurosteer.interventions.weights import bake, bake_direction
+from neurosteer.model.loading import load_model
+from neurosteer.util.errors import NeurosteerError
+from neurosteer.util.prompts import ChatPrompt
+from neurosteer.util.version import __version__
 
 __all__ = [
     "ChatPrompt",

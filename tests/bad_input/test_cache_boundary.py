@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import neurosteer.bundled as bundled
+import neurosteer.model.bundled as bundled
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from neurosteer.cli.common import print_error
-from neurosteer.console import console
+from neurosteer.util.console import console
 
 from clitools import assert_one_line_error, invoke
 

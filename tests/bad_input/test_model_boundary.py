@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from neurosteer.errors import ModelLoadError, UnsupportedArchitectureError
-from neurosteer.models import load_model
+from neurosteer.model.loading import load_model
+from neurosteer.util.errors import ModelLoadError, UnsupportedArchitectureError
 
 from clitools import assert_one_line_error, invoke
 

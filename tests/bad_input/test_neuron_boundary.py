@@ -10,8 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import neurosteer
-from neurosteer.errors import IncompatibleNeuronsError, NeuronFileError
-from neurosteer.neuronset import NeuronSet
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.util.errors import IncompatibleNeuronsError, NeuronFileError
 
 from clitools import assert_one_line_error, invoke
 from tiny import LAYERS, NEURONS, tiny_model

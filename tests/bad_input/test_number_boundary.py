@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import neurosteer
-from neurosteer.baselines import ResidualDirections
-from neurosteer.errors import NeurosteerError, SettingsError
-from neurosteer.generation import generate
-from neurosteer.neuronset import NeuronSet
+from neurosteer.discovery.directions import ResidualDirections
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.model.generation import generate
+from neurosteer.util.errors import NeurosteerError, SettingsError
 
 from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE

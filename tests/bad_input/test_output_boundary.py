@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-import neurosteer.atomic as atomic
-from neurosteer.atomic import atomic_directory, atomic_path, check_writable, remove_stale_temporaries
-from neurosteer.errors import OutputError
+import neurosteer.util.atomic as atomic
+from neurosteer.util.atomic import atomic_directory, atomic_path, check_writable, remove_stale_temporaries
+from neurosteer.util.errors import OutputError
 
 from clitools import assert_one_line_error, invoke
 

@@ -7,10 +7,10 @@ import warnings
 import pytest
 
 import neurosteer
-from neurosteer.activations import tokenize_prompts
-from neurosteer.errors import NeurosteerWarning, PromptFileError, SettingsError
-from neurosteer.generation import generate
-from neurosteer.prompts import load_prompts
+from neurosteer.model.activations import tokenize_prompts
+from neurosteer.model.generation import generate
+from neurosteer.util.errors import NeurosteerWarning, PromptFileError, SettingsError
+from neurosteer.util.prompts import load_prompts
 
 from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE

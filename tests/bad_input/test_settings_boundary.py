@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neurosteer.errors import SettingsError
-from neurosteer.settings import load_settings
+from neurosteer.cli.settings import load_settings
+from neurosteer.util.errors import SettingsError
 
 from clitools import assert_one_line_error, invoke
 

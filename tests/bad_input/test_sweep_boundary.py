@@ -7,9 +7,9 @@ import json
 import pytest
 
 import neurosteer
-from neurosteer.errors import NeurosteerError, SettingsError
-from neurosteer.evaluation import EvalPlan, Evaluator
-from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
+from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
+from neurosteer.runs.sweep import SweepConfig, parse_strengths, run_sweep
+from neurosteer.util.errors import NeurosteerError, SettingsError
 
 from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE

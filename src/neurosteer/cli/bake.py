@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     ConfigOpt,
     DeviceMapOpt,
@@ -24,9 +23,10 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain, safe
-from neurosteer.errors import SettingsError
-from neurosteer.validation import finite
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, plain, safe
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.validation import finite
 
 
 @app.command(name="bake")
@@ -47,9 +47,9 @@ def bake_command(
     config: ConfigOpt = None,
 ) -> None:
     """Bake a neuron set (or directional ablation) into a Hugging Face checkpoint any engine can load."""
-    from neurosteer.bake import bake, bake_direction, bake_record
-    from neurosteer.checkpoint import parse_dtype, save_checkpoint
-    from neurosteer.neuronset import NeuronSet
+    from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.interventions.weights import bake, bake_direction, bake_record
+    from neurosteer.model.checkpoint import parse_dtype, save_checkpoint
 
     if (neurons is None) == (direction_from is None):
         raise SettingsError("give exactly one of --neurons or --ablate-direction")

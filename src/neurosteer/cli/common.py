@@ -19,10 +19,10 @@ try:  # typer 0.2x vendors its own click
 except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
-from neurosteer.checkpoint import parse_dtype
-from neurosteer.console import console, safe
-from neurosteer.errors import NeurosteerError, NeurosteerWarning, SettingsError
-from neurosteer.settings import Settings, load_settings
+from neurosteer.cli.settings import Settings, load_settings
+from neurosteer.model.checkpoint import parse_dtype
+from neurosteer.util.console import console, safe
+from neurosteer.util.errors import NeurosteerError, NeurosteerWarning, SettingsError
 
 
 class OneLineErrors(TyperGroup):
@@ -151,7 +151,7 @@ def load_for(settings: Settings, *, trust_remote_code: bool = False):
 
     ``trust_remote_code`` comes from the command's own flag, never from the settings.
     """
-    from neurosteer.models import load_model
+    from neurosteer.model.loading import load_model
 
     with console.status(f"loading {safe(settings.model)}"):
         return load_model(
@@ -165,9 +165,9 @@ def load_for(settings: Settings, *, trust_remote_code: bool = False):
 
 def direction_from_spec(lm, tokenizer, spec: str, layer: int | None, n_train: int):
     """The residual direction of ``layer`` (default 60 % depth) from a ``'positive,negative'`` spec."""
-    from neurosteer.baselines import residual_directions
-    from neurosteer.methods import default_layer
-    from neurosteer.prompts import load_prompts
+    from neurosteer.discovery.directions import residual_directions
+    from neurosteer.interventions.methods import default_layer
+    from neurosteer.util.prompts import load_prompts
 
     positive, _, negative = spec.partition(",")
     if not negative:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ConfigOpt,
@@ -21,9 +20,10 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain, safe
-from neurosteer.defaults import DEMO, EVAL, STEERING
-from neurosteer.validation import finite
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, plain, safe
+from neurosteer.util.defaults import DEMO, EVAL, STEERING
+from neurosteer.util.validation import finite
 
 
 @app.command()
@@ -49,9 +49,9 @@ def demo(
     progress: ProgressOpt = True,
 ) -> None:
     """Find refusal neurons, steer them, and compare refusal with the unsteered model and directional ablation."""
-    from neurosteer.demo import CONDITIONS, run_demo
     from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
     from neurosteer.metrics.refusal import is_evasion, is_refusal
+    from neurosteer.runs.demo import CONDITIONS, run_demo
 
     finite("--strength", strength)
     check_writable(out, directory=True)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ChatOpt,
@@ -22,11 +21,12 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, safe
-from neurosteer.defaults import DISCOVERY
-from neurosteer.errors import SettingsError
-from neurosteer.prompts import load_prompts
-from neurosteer.validation import finite, whole
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, safe
+from neurosteer.util.defaults import DISCOVERY
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.prompts import load_prompts
+from neurosteer.util.validation import finite, whole
 
 PROMPT_HELP = "Bundled prompt set (e.g. harmful_train) or a .txt/.json/.jsonl/.csv file."
 
@@ -101,9 +101,9 @@ def discover(
     progress: ProgressOpt = True,
 ) -> None:
     """Find the MLP neurons whose activations separate POSITIVE from NEGATIVE prompts (or a behaviour's pairs)."""
-    from neurosteer.architectures import layout
-    from neurosteer.discovery import count_to_keep, find_neurons
-    from neurosteer.effects import rerank_by_effect
+    from neurosteer.discovery.find import count_to_keep, find_neurons
+    from neurosteer.inspection.effects import rerank_by_effect
+    from neurosteer.model.architectures import layout
 
     if fraction is not None and not 0 < fraction <= 1:
         raise SettingsError(f"--fraction must be in (0, 1], got {fraction}")
@@ -129,7 +129,7 @@ def discover(
         neg = load_prompts(negative, column=column, limit=n_negative)
         target = chosen = None
     else:
-        from neurosteer.behaviours import load_behaviour
+        from neurosteer.evaluation.behaviours import load_behaviour
 
         chosen = load_behaviour(settings.behaviour)
         pos, neg = chosen.training_pair(settings.n_train)

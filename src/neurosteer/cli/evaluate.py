@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ConfigOpt,
@@ -24,9 +23,10 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain, safe
-from neurosteer.errors import SettingsError
-from neurosteer.validation import finite
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, plain, safe
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.validation import finite
 
 SetsOpt = Annotated[
     str | None,
@@ -88,8 +88,8 @@ def make_plan(options: dict, settings):
     and the settings (batch size, answer length); options left out take EvalPlan's defaults."""
     from pydantic import ValidationError
 
-    from neurosteer.evaluation import EvalPlan
-    from neurosteer.prompts import bundled_prompt_sets
+    from neurosteer.evaluation.evaluator import EvalPlan
+    from neurosteer.util.prompts import bundled_prompt_sets
 
     given = {name: options[name] for name in PLAN_OPTIONS if options.get(name) is not None}
     if "harmful_sets" in given:
@@ -110,7 +110,7 @@ def make_plan(options: dict, settings):
 def prepare_evaluation(options: dict):
     """Settings (flags, then NEUROSTEER_*, then the TOML file), plan and behaviour of ``eval`` and
     ``sweep`` from the command's ``locals()``, checked (behaviour, --eval-file) before any model loads."""
-    from neurosteer.behaviours import load_behaviour
+    from neurosteer.evaluation.behaviours import load_behaviour
 
     flags = ("model", "batch_size", "device", "device_map", "max_new_tokens", "behaviour", "n_train")
     settings = settings_from(options["config"], **{name: options[name] for name in flags})
@@ -124,7 +124,7 @@ def load_judge(name: str | None, batch_size: int):
     if name is None:
         return None
     from neurosteer.metrics.judge import RefusalJudge
-    from neurosteer.models import load_model
+    from neurosteer.model.loading import load_model
 
     with console.status(f"loading judge {safe(name)}"):
         judge_model, judge_tokenizer = load_model(name)
@@ -164,10 +164,10 @@ def evaluate(
     progress: ProgressOpt = True,
 ) -> None:
     """Measure a behaviour (refusal by default), KL (and MMLU) for one setting or the unsteered model."""
-    from neurosteer.atomic import atomic_path
-    from neurosteer.evaluation import Evaluator
-    from neurosteer.methods import METHODS, build_steerers
-    from neurosteer.neuronset import NeuronSet
+    from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.evaluation.evaluator import Evaluator
+    from neurosteer.interventions.methods import METHODS, build_steerers
+    from neurosteer.util.atomic import atomic_path
 
     if method not in ("none", *METHODS):
         raise SettingsError(f"unknown method '{method}'; choose none, {', '.join(METHODS)}")
@@ -260,15 +260,15 @@ def sweep(
     the behaviour direction's component removed. caa: strength x the mean difference subtracted
     at one layer. A/B behaviours also get steerability.csv (per-question slopes).
     """
-    from neurosteer.bounds import Bounds, best_within_bounds
+    from neurosteer.evaluation.bounds import Bounds, best_within_bounds
     from neurosteer.interventions import DEFAULT_METHODS
-    from neurosteer.methods import check_methods
-    from neurosteer.sweep import SweepConfig, parse_strengths, run_sweep
+    from neurosteer.interventions.methods import check_methods
+    from neurosteer.runs.sweep import SweepConfig, parse_strengths, run_sweep
 
     chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()] if methods else list(DEFAULT_METHODS))
     check_writable(out, directory=True)
     if neurons is not None:
-        from neurosteer.neuronset import NeuronSet
+        from neurosteer.discovery.neuronset import NeuronSet
 
         NeuronSet.load(neurons)
     settings, plan, _ = prepare_evaluation(locals())

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     ConfigOpt,
     DirectionFromOpt,
@@ -22,9 +21,10 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain
-from neurosteer.errors import SettingsError
-from neurosteer.validation import finite
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, plain
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.validation import finite
 
 FORMATS = ("lora", "gguf")
 
@@ -55,7 +55,7 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Export a neuron steering (or directional ablation) as a LoRA adapter or a GGUF file."""
-    from neurosteer.neuronset import NeuronSet
+    from neurosteer.discovery.neuronset import NeuronSet
 
     if fmt not in FORMATS:
         raise SettingsError(f"unknown --format '{fmt}'; choose lora or gguf")
@@ -79,8 +79,8 @@ def export(
         record = {"method": "directional_ablation", "direction_layer": layer, "strength": strength}
     record["source_model"] = settings.model
     if fmt == "lora":
-        from neurosteer.architectures import layout
-        from neurosteer.lora import direction_updates, neuron_updates, write_adapter
+        from neurosteer.export.lora import direction_updates, neuron_updates, write_adapter
+        from neurosteer.model.architectures import layout
 
         updates = (
             neuron_updates(lm, selected, factor) if selected is not None else direction_updates(lm, direction, strength)
@@ -102,7 +102,7 @@ def export(
             )
         )
         return
-    from neurosteer.gguf_export import export_gguf
+    from neurosteer.export.gguf import export_gguf
 
     if selected is None:
         raise SettingsError("--format gguf exports neuron sets; bake directional ablation with 'neurosteer bake'")

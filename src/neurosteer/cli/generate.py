@@ -22,10 +22,10 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain
-from neurosteer.errors import SettingsError
-from neurosteer.prompts import load_prompts
-from neurosteer.validation import finite
+from neurosteer.util.console import console, plain
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.prompts import load_prompts
+from neurosteer.util.validation import finite
 
 
 @app.command()
@@ -50,9 +50,9 @@ def generate(
     progress: ProgressOpt = True,
 ) -> None:
     """Generate greedy answers with the neuron set scaled by FACTOR."""
-    from neurosteer.generation import generate as run_generation
-    from neurosteer.neuronset import NeuronSet
-    from neurosteer.steering import steer
+    from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.interventions.steering import steer
+    from neurosteer.model.generation import generate as run_generation
 
     finite("--factor", factor)
     texts = list(prompt or [])

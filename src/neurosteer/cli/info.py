@@ -10,14 +10,14 @@ import typer
 from rich.table import Table
 
 from neurosteer.cli.common import app, friendly_errors
-from neurosteer.console import console
+from neurosteer.util.console import console
 
 
 @app.command()
 @friendly_errors
 def info(path: Annotated[Path, typer.Argument(help="A neuron-set file written by discover.")]) -> None:
     """Print a neuron set's metadata and its neurons per layer."""
-    from neurosteer.neuronset import NeuronSet
+    from neurosteer.discovery.neuronset import NeuronSet
 
     neurons = NeuronSet.load(path)
     console.print_json(json.dumps(neurons.metadata()))
@@ -31,10 +31,10 @@ def info(path: Annotated[Path, typer.Argument(help="A neuron-set file written by
 @friendly_errors
 def list_bundled() -> None:
     """List the bundled models, behaviours and prompt sets."""
-    from neurosteer.behaviours import BUNDLED as BEHAVIOURS
-    from neurosteer.behaviours import load_behaviour
-    from neurosteer.bundled import BUNDLED
-    from neurosteer.prompts import bundled_prompt_sets, load_prompts
+    from neurosteer.evaluation.behaviours import BUNDLED as BEHAVIOURS
+    from neurosteer.evaluation.behaviours import load_behaviour
+    from neurosteer.model.bundled import BUNDLED
+    from neurosteer.util.prompts import bundled_prompt_sets, load_prompts
 
     models = Table("model", "what", "install")
     for entry in BUNDLED.values():
@@ -43,7 +43,7 @@ def list_bundled() -> None:
     behaviours = Table("behaviour", "what", "measured by", "training pairs")
     for name in BEHAVIOURS:
         behaviour = load_behaviour(name)
-        from neurosteer.evaluation import EvalPlan
+        from neurosteer.evaluation.evaluator import EvalPlan
 
         target = behaviour.evaluation(EvalPlan()).target
         behaviours.add_row(name, behaviour.description, target, str(len(behaviour.training_pair()[0])))

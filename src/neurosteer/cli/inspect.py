@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ConfigOpt,
@@ -24,8 +23,9 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain
-from neurosteer.validation import finite, whole
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, plain
+from neurosteer.util.validation import finite, whole
 
 SHOWN = 3
 
@@ -68,10 +68,10 @@ def inspect(
     progress: ProgressOpt = True,
 ) -> None:
     """Show what each neuron of NEURONS does: promoted and suppressed tokens, where it fires, its effect."""
-    from neurosteer.inspect_page import write_page
-    from neurosteer.inspection import inspect_neurons
-    from neurosteer.neuronset import NeuronSet
-    from neurosteer.prompts import load_prompts
+    from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.inspection.page import write_page
+    from neurosteer.inspection.summary import inspect_neurons
+    from neurosteer.util.prompts import load_prompts
 
     whole("--top", top)
     whole("--n-effect", n_effect)

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.atomic import check_writable
 from neurosteer.cli.common import (
     BatchOpt,
     ConfigOpt,
@@ -23,9 +22,10 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
-from neurosteer.console import console, plain
-from neurosteer.defaults import TUNE_SPACES
-from neurosteer.errors import SettingsError
+from neurosteer.util.atomic import check_writable
+from neurosteer.util.console import console, plain
+from neurosteer.util.defaults import TUNE_SPACES
+from neurosteer.util.errors import SettingsError
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory of the search (journal, tables, tune.html).")]
 
@@ -72,8 +72,8 @@ def tune(
     with more --trials to extend it. Writes trials.csv, pareto.csv, pareto.png and tune.html."""
     from pydantic import ValidationError
 
-    from neurosteer.behaviours import load_behaviour
-    from neurosteer.tuning import TuneConfig, check_spaces, run_tune
+    from neurosteer.evaluation.behaviours import load_behaviour
+    from neurosteer.runs.tune import TuneConfig, check_spaces, run_tune
 
     check_writable(out, directory=True)
     settings = settings_from(
@@ -104,7 +104,7 @@ def tune(
     except ValidationError as exc:
         error = exc.errors()[0]
         raise SettingsError(f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}") from None
-    from neurosteer.evaluation import EvalPlan
+    from neurosteer.evaluation.evaluator import EvalPlan
 
     load_behaviour(tune_config.behaviour).screen(EvalPlan())  # no validation data: fail before the model loads
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
@@ -113,7 +113,7 @@ def tune(
     rows = run_tune(
         lm, tokenizer, tune_config, out, force=force, judge=load_judge(judge, settings.batch_size), progress=progress
     )
-    from neurosteer.tune_report import best_in_bounds
+    from neurosteer.runs.tune_report import best_in_bounds
 
     table = Table(
         "space", "trials", f"best with KL ≤ {max_kl:g}", "behaviour", "KL", "Pareto points", "s per trial", "search s"
@@ -165,7 +165,7 @@ def tune_export(
     config: ConfigOpt = None,
 ) -> None:
     """Save a finished trial of a search as a neuron set, or bake it into a checkpoint."""
-    from neurosteer.tuning import rebuild
+    from neurosteer.runs.tune import rebuild
 
     space, _, number = trial.partition(":")
     if not number.isdigit():
@@ -190,8 +190,8 @@ def tune_export(
             plain(f"{len(neurons)} neurons written to {neurons_to} ({intervention.name} at {strength:g}{extra})")
         )
         return
-    from neurosteer.bake import bake_record
-    from neurosteer.checkpoint import save_checkpoint
+    from neurosteer.interventions.weights import bake_record
+    from neurosteer.model.checkpoint import save_checkpoint
 
     intervention.bake(lm, strength)
     record = bake_record(None, None, source=settings.model, search=str(out), trial=trial, **intervention.describe())

@@ -11,15 +11,15 @@ from contextlib import AbstractContextManager
 
 from torch import nn
 
-from neurosteer.defaults import STEERING
-from neurosteer.errors import SettingsError
+from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.clamping import NeuronClamping
 from neurosteer.interventions.kernel import Kernel, KernelAblation
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.patching import NeuronPatching
 from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
-from neurosteer.neuronset import NeuronSet
+from neurosteer.util.defaults import STEERING
+from neurosteer.util.errors import SettingsError
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
     cls.name: cls
@@ -42,7 +42,7 @@ def check_methods(names: Sequence[str]) -> list[str]:
 
 def default_steering(model: nn.Module, neurons: NeuronSet, strength: float | None = None) -> AbstractContextManager:
     """Steer ``neurons`` with the documented default intervention and strength
-    (:data:`neurosteer.defaults.STEERING`; ``strength`` overrides it) while the block runs."""
+    (:data:`neurosteer.util.defaults.STEERING`; ``strength`` overrides it) while the block runs."""
     chosen = INTERVENTIONS[STEERING.method]
     return chosen(neurons).apply(model, STEERING.strength if strength is None else strength)
 

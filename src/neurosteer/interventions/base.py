@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from neurosteer.contrast import ContrastStats
-from neurosteer.neuronset import NeuronSet
-from neurosteer.validation import finite
+from neurosteer.discovery.contrast import ContrastStats
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.util.validation import finite
 
 
 @dataclass(frozen=True)

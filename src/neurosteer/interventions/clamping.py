@@ -26,15 +26,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from neurosteer.architectures import layout
-from neurosteer.contrast import ContrastStats
-from neurosteer.defaults import CLAMP
-from neurosteer.errors import NeurosteerError, SettingsError
-from neurosteer.hooks import DeviceCache, installed_hooks
+from neurosteer.discovery.contrast import ContrastStats
+from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
-from neurosteer.neuronset import NeuronSet
-from neurosteer.validation import finite
+from neurosteer.model.architectures import layout
+from neurosteer.model.hooks import DeviceCache, installed_hooks
+from neurosteer.util.defaults import CLAMP
+from neurosteer.util.errors import NeurosteerError, SettingsError
+from neurosteer.util.validation import finite
 
 
 def behaviour_sides(neurons: NeuronSet) -> torch.Tensor:

@@ -18,15 +18,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from neurosteer.architectures import Layout, layout
-from neurosteer.bake import _check_in_memory, _edit, writer_linears
-from neurosteer.baselines import _projection_hook, unit_direction
-from neurosteer.contrast import ContrastStats
-from neurosteer.defaults import KERNEL
-from neurosteer.errors import SettingsError
-from neurosteer.hooks import installed_hooks
+from neurosteer.discovery.contrast import ContrastStats
+from neurosteer.discovery.directions import unit_direction
 from neurosteer.interventions.base import BuildOptions, Intervention
-from neurosteer.validation import finite
+from neurosteer.interventions.baselines import _projection_hook
+from neurosteer.interventions.weights import _check_in_memory, _edit, writer_linears
+from neurosteer.model.architectures import Layout, layout
+from neurosteer.model.hooks import installed_hooks
+from neurosteer.util.defaults import KERNEL
+from neurosteer.util.errors import SettingsError
+from neurosteer.util.validation import finite
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class KernelAblation(Intervention):
 
     @classmethod
     def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> KernelAblation:
-        """The documented point (:data:`neurosteer.defaults.KERNEL`, the best of a search on the
+        """The documented point (:data:`neurosteer.util.defaults.KERNEL`, the best of a search on the
         default model, scaled to this model's depth); ``options.direction_layer`` replaces its
         direction."""
         contrast.check_compatible(model)
@@ -93,7 +94,7 @@ class KernelAblation(Intervention):
 
     @staticmethod
     def default_point(n_layers: int) -> tuple[float, Kernel, Kernel]:
-        """:data:`neurosteer.defaults.KERNEL` at this depth: direction index, attention and MLP kernels."""
+        """:data:`neurosteer.util.defaults.KERNEL` at this depth: direction index, attention and MLP kernels."""
         last = n_layers - 1
         return KERNEL.direction_share * last, Kernel.scaled(KERNEL.attn, last), Kernel.scaled(KERNEL.mlp, last)
 

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from neurosteer.bake import bake
-from neurosteer.contrast import ContrastStats
+from neurosteer.discovery.contrast import ContrastStats
+from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
-from neurosteer.neuronset import NeuronSet
-from neurosteer.steering import steer
+from neurosteer.interventions.steering import steer
+from neurosteer.interventions.weights import bake
 
 
 @dataclass
@@ -26,7 +26,7 @@ class NeuronScaling(Intervention):
 
     @classmethod
     def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> NeuronScaling:
-        from neurosteer.discovery import neurons_from_contrast
+        from neurosteer.discovery.find import neurons_from_contrast
 
         if options.neurons is not None:
             options.neurons.check_compatible(model)

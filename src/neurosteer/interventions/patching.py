@@ -23,15 +23,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from neurosteer.architectures import layout
-from neurosteer.bake import bake
-from neurosteer.contrast import ContrastStats
-from neurosteer.errors import NeurosteerError
-from neurosteer.hooks import DeviceCache, installed_hooks
+from neurosteer.discovery.contrast import ContrastStats
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.discovery.scores import output_columns
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
-from neurosteer.neuronset import NeuronSet
-from neurosteer.scores import output_columns
+from neurosteer.interventions.weights import bake
+from neurosteer.model.architectures import layout
+from neurosteer.model.hooks import DeviceCache, installed_hooks
+from neurosteer.util.errors import NeurosteerError
 
 
 def affine_hook(scale: torch.Tensor, offset: torch.Tensor):

@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from neurosteer.bake import bake_direction
-from neurosteer.baselines import ResidualDirections, ablate_direction, add_vector
-from neurosteer.contrast import ContrastStats
-from neurosteer.errors import NeurosteerError
+from neurosteer.discovery.contrast import ContrastStats
+from neurosteer.discovery.directions import ResidualDirections
 from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.baselines import ablate_direction, add_vector
+from neurosteer.interventions.weights import bake_direction
+from neurosteer.util.errors import NeurosteerError
 
 
 def default_layer(n_layers: int) -> int:

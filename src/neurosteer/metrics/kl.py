@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.activations import next_token_logits, tokenize_prompts
-from neurosteer.console import track
-from neurosteer.encoding import input_device, iter_batches, pad_token_id
-from neurosteer.prefix import split_shared_prefix
+from neurosteer.model.activations import next_token_logits, tokenize_prompts
+from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
+from neurosteer.model.prefix import split_shared_prefix
+from neurosteer.util.console import track
 
 
 def first_token_logprobs(
@@ -32,7 +32,7 @@ def first_token_logprobs(
 
     Left padding puts every prompt's last token at the end, so only the last position's logits
     are computed (``logits_to_keep=1``). ``share_prefix`` runs the prompts' common leading tokens
-    once (see :mod:`neurosteer.prefix`).
+    once (see :mod:`neurosteer.model.prefix`).
     """
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     rows: dict[int, torch.Tensor] = {}

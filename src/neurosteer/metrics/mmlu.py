@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.errors import NeurosteerError, SettingsError
+from neurosteer.util.errors import NeurosteerError, SettingsError
 
 GROUP = "neurosteer_mmlu"
 _PROMPT = "{{question.strip()}}\\nA. {{choice0}}\\nB. {{choice1}}\\nC. {{choice2}}\\nD. {{choice3}}\\nAnswer:"

@@ -4,7 +4,7 @@ Comparison code (bounds, the report, the search harness) reads a metric's direct
 and never names a behaviour. A behaviour metric measures how much of the behaviour shows, so
 *removing* the behaviour means lowering it and amplifying means raising it; bound metrics say
 whether the model stayed intact. Adding a metric: one entry in :data:`METRICS` and the code
-that computes it (a behaviour's evaluation or :class:`~neurosteer.evaluation.Evaluator`).
+that computes it (a behaviour's evaluation or :class:`~neurosteer.evaluation.evaluator.Evaluator`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from neurosteer.errors import SettingsError
+from neurosteer.util.errors import SettingsError
 
 Role = Literal["behaviour", "bound", "info"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from neurosteer.errors import SettingsError
+from neurosteer.util.errors import SettingsError
 
 
 def slopes(strengths: Sequence[float], logit_diffs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,255 @@
+"""The result of discovery: which neurons, their scores, and where they came from.
+
+Saved as one ``.safetensors`` file: the arrays as tensors, everything else as JSON in the
+file's metadata header (key ``neurosteer``). No pickle is involved in saving or loading.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from neurosteer.model.architectures import Layout, layout
+from neurosteer.util.atomic import atomic_path
+from neurosteer.util.errors import IncompatibleNeuronsError, NeuronFileError, NeurosteerError
+from neurosteer.util.fingerprint import config_fingerprint, short_hash
+from neurosteer.util.validation import whole
+
+FORMAT_VERSION = 1
+_WHOLE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_ARRAYS = ("layers", "indices", "scores", "mean_positive", "mean_negative")
+_OPTIONAL_ARRAYS = ("spread_negative",)
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a neuron set needs of the model it is applied to."""
+
+    model_type: str
+    n_layers: int
+    neurons_per_layer: int
+    hidden_size: int
+    config_fingerprint: str
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "neurons_per_layer", "hidden_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NeuronFileError(f"model signature: {name} must be a positive whole number, got {value!r}")
+        if not isinstance(self.model_type, str) or not self.model_type:
+            raise NeuronFileError(f"model signature: model_type must be a name, got {self.model_type!r}")
+
+    @classmethod
+    def of(cls, model: nn.Module, lay: Layout | None = None) -> ModelSignature:
+        lay = lay or layout(model)
+        return cls(
+            model_type=lay.model_type,
+            n_layers=lay.n_layers,
+            neurons_per_layer=lay.neurons_per_layer,
+            hidden_size=lay.hidden_size,
+            config_fingerprint=config_fingerprint(model),
+        )
+
+
+def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
+    """Refuse arrays that cannot describe distinct neurons of ``model``.
+
+    Negative indices would wrap around (silently steering another neuron), indices past the
+    layer width would fail deep inside torch, and NaN scores or means poison every later step.
+    """
+    for name, values in arrays.items():
+        if not isinstance(values, torch.Tensor):
+            raise NeuronFileError(f"{name} must be a tensor, got {type(values).__name__}")
+        if values.ndim != 1:
+            raise NeuronFileError(f"{name} must be one-dimensional, got shape {tuple(values.shape)}")
+    lengths = {len(values) for values in arrays.values()}
+    if len(lengths) != 1:
+        raise NeuronFileError("layers, indices, scores and means must have the same length")
+    if not lengths.pop():
+        raise NeuronFileError("the set holds no neurons")
+    for name in ("layers", "indices"):
+        if arrays[name].dtype not in _WHOLE_DTYPES:
+            raise NeuronFileError(f"{name} must hold whole numbers, got {arrays[name].dtype}")
+    for name in ("scores", "mean_positive", "mean_negative", *_OPTIONAL_ARRAYS):
+        if name not in arrays:
+            continue
+        if not arrays[name].dtype.is_floating_point:
+            raise NeuronFileError(f"{name} must hold floating-point numbers, got {arrays[name].dtype}")
+        if not bool(torch.isfinite(arrays[name]).all()):
+            raise NeuronFileError(f"{name} holds NaN or infinite values")
+    layers, indices = arrays["layers"].long(), arrays["indices"].long()
+    for name, values, limit in (("layers", layers, model.n_layers), ("indices", indices, model.neurons_per_layer)):
+        if int(values.min()) < 0 or int(values.max()) >= limit:
+            raise NeuronFileError(
+                f"{name} must lie in [0, {limit - 1}] for a {model.model_type} model with "
+                f"{model.n_layers} layers x {model.neurons_per_layer} neurons; "
+                f"found {int(values.min())}..{int(values.max())}"
+            )
+    flat = layers * model.neurons_per_layer + indices
+    if len(torch.unique(flat)) != len(flat):
+        raise NeuronFileError("the same neuron is listed more than once")
+
+
+@dataclass
+class NeuronSet:
+    """Selected neurons, sorted by |score| (largest first), with aligned 1-D tensors."""
+
+    layers: torch.Tensor
+    indices: torch.Tensor
+    scores: torch.Tensor
+    mean_positive: torch.Tensor
+    mean_negative: torch.Tensor
+    model: ModelSignature
+    method: dict[str, Any] = field(default_factory=dict)
+    prompts: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    spread_negative: torch.Tensor | None = None
+    """Each neuron's standard deviation on the negative prompts (where clamping puts the edge of
+    its range); ``None`` in sets saved before it was recorded."""
+
+    def __post_init__(self) -> None:
+        check_arrays({name: getattr(self, name) for name in self._present()}, self.model)
+        if self.spread_negative is not None and bool((self.spread_negative < 0).any()):
+            raise NeuronFileError("spread_negative holds negative standard deviations")
+
+    def _present(self) -> tuple[str, ...]:
+        """The names of the arrays this set holds (the optional one only when recorded)."""
+        return _ARRAYS + (() if self.spread_negative is None else _OPTIONAL_ARRAYS)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        by_layer = self.count_by_layer()
+        return (
+            f"NeuronSet({len(self)} neurons of {self.model.model_type} over "
+            f"{len(by_layer)} layers, score={self.method.get('score')})"
+        )
+
+    def per_layer(self, values: torch.Tensor, width: int, fill: float) -> dict[int, torch.Tensor]:
+        """Per layer with selected neurons, a ``[width]`` float vector holding ``values`` (aligned
+        with the set) at that layer's neurons and ``fill`` everywhere else: what the hooks apply."""
+        vectors = {}
+        for layer in torch.unique(self.layers).tolist():
+            picked = self.layers == layer
+            vector = torch.full((width,), float(fill))
+            vector[self.indices[picked]] = values[picked].float()
+            vectors[int(layer)] = vector
+        return vectors
+
+    def count_by_layer(self) -> dict[int, int]:
+        layers, counts = torch.unique(self.layers, return_counts=True)
+        return {int(a): int(b) for a, b in zip(layers, counts, strict=True)}
+
+    def subset(self, index: torch.Tensor | slice, method: dict[str, Any], **replaced: torch.Tensor) -> NeuronSet:
+        """The neurons at ``index``, in that order, as a new set described by ``method``; every array
+        the set holds is taken along, except those given in ``replaced`` (already indexed)."""
+        arrays = {name: getattr(self, name)[index].clone() for name in self._present()}
+        return NeuronSet(
+            **(arrays | replaced), model=self.model, method=method, prompts=self.prompts, version=self.version
+        )
+
+    def top(self, k: int) -> NeuronSet:
+        """The first ``k`` neurons (the largest |score|), as a new set."""
+        whole("k", k)
+        return self.subset(slice(0, k), {**self.method, "top_k": min(k, len(self)), "fraction": None})
+
+    def fingerprint(self) -> str:
+        """Hash of the selection (which neurons and their scores) and the model signature."""
+        payload = json.dumps(
+            {
+                "layers": self.layers.tolist(),
+                "indices": self.indices.tolist(),
+                "scores": [round(float(s), 6) for s in self.scores],
+                "model": asdict(self.model),
+            },
+            sort_keys=True,
+        )
+        return short_hash(payload.encode())
+
+    @staticmethod
+    def require(value: Any) -> NeuronSet:
+        """``value`` if it is a neuron set; a clear error for a path or anything else."""
+        if isinstance(value, NeuronSet):
+            return value
+        hint = "; load it first with NeuronSet.load(path)" if isinstance(value, str | Path) else ""
+        raise NeuronFileError(f"expected a NeuronSet, got {type(value).__name__}{hint}")
+
+    def check_compatible(self, model: nn.Module, lay: Layout | None = None) -> None:
+        """Raise ``IncompatibleNeuronsError`` unless ``model`` has this set's type and shape."""
+        theirs = ModelSignature.of(model, lay)
+        mine = self.model
+        if (theirs.model_type, theirs.n_layers, theirs.neurons_per_layer) != (
+            mine.model_type,
+            mine.n_layers,
+            mine.neurons_per_layer,
+        ):
+            raise IncompatibleNeuronsError(
+                f"these neurons come from a {mine.model_type} model with {mine.n_layers} layers x "
+                f"{mine.neurons_per_layer} neurons, but this is a {theirs.model_type} model with "
+                f"{theirs.n_layers} x {theirs.neurons_per_layer}; discover neurons on this model"
+            )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "model": asdict(self.model),
+            "method": self.method,
+            "prompts": self.prompts,
+            "version": self.version,
+            "n_neurons": len(self),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the set to ``path`` (``.safetensors`` is appended if missing), atomically."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        tensors = {
+            name: getattr(self, name).to(torch.int64 if name in ("layers", "indices") else torch.float32).contiguous()
+            for name in self._present()
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"neurosteer": json.dumps(self.metadata())})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module | None = None) -> NeuronSet:
+        """Read a set written by :meth:`save`; with ``model``, check that it fits that model."""
+        path = Path(path)
+        if not path.is_file() and path.with_name(path.name + ".safetensors").is_file():
+            path = path.with_name(path.name + ".safetensors")
+        if not path.is_file():
+            raise NeurosteerError(f"{path}: no such neuron-set file; create one with 'neurosteer discover'")
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+            meta = json.loads(header["neurosteer"])
+            missing = [name for name in _ARRAYS if name not in tensors]
+            if missing:
+                raise NeuronFileError(f"missing arrays {', '.join(missing)}")
+            neurons = cls(
+                **{name: tensors[name] for name in _ARRAYS + _OPTIONAL_ARRAYS if name in tensors},
+                model=ModelSignature(**meta["model"]),
+                method=meta.get("method", {}),
+                prompts=meta.get("prompts", {}),
+                version=meta.get("version", ""),
+            )
+        except NeuronFileError as exc:
+            raise NeuronFileError(f"{path}: invalid neuron set: {exc}; discover the neurons again") from None
+        except (SafetensorError, KeyError, TypeError, ValueError, OSError, AttributeError) as exc:
+            raise NeuronFileError(
+                f"{path}: not a neurosteer neuron-set file ({type(exc).__name__}: {exc}); "
+                "create one with 'neurosteer discover'"
+            ) from None
+        if model is not None:
+            neurons.check_compatible(model)
+        return neurons

@@ -1,0 +1,118 @@
+"""Baking steering into the weights, so any engine serves it without this package.
+
+Scaling neuron ``j`` by ``f`` multiplies its column of the MLP output projection by ``f`` (its
+row for GPT-2's ``Conv1D``): the same linear map, hence the same outputs as the hooks.
+Directional ablation bakes the same way by making every weight that writes into the residual
+stream orthogonal to the direction (embeddings, attention output and MLP output projections,
+their biases). Both edit the model in place and return it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurosteer.discovery.directions import unit_direction
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.interventions.steering import Factor, per_neuron_factors
+from neurosteer.model.architectures import Layout, _resolve, layout
+from neurosteer.util.errors import NeurosteerError
+from neurosteer.util.validation import finite
+from neurosteer.util.version import __version__
+
+
+def _check_in_memory(weight: torch.Tensor) -> None:
+    if weight.is_meta:
+        raise NeurosteerError(
+            "bake needs the weights in memory, but this model keeps some offloaded; "
+            "load it without disk or CPU offload (e.g. a device_map over devices only)"
+        )
+
+
+@torch.no_grad()
+def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Module:
+    """Scale each selected neuron's output weights by ``factor`` (a number or one per neuron)."""
+    lay = layout(model)
+    NeuronSet.require(neurons).check_compatible(model, lay)
+    factors = per_neuron_factors(neurons, factor)
+    axis = lay.neuron_axis()
+    for layer in torch.unique(neurons.layers).tolist():
+        picked = neurons.layers == layer
+        weight = lay.out_projs[int(layer)].weight
+        _check_in_memory(weight)
+        index = neurons.indices[picked].to(weight.device)
+        scale = factors[picked].to(weight.device, weight.dtype)
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        weight.index_copy_(axis, index, weight.index_select(axis, index) * scale.reshape(shape))
+    return model
+
+
+def writer_linears(model: nn.Module, lay: Layout) -> list[nn.Module]:
+    """The linear maps that write into the residual stream: attention and MLP output projections."""
+    if lay.arch.attn_out_proj is None:
+        raise NeurosteerError(
+            f"directional ablation cannot be baked exactly into {lay.model_type}: a norm follows each "
+            "block's output; steer with hooks instead"
+        )
+    attn = [_resolve(layer, lay.arch.attn_out_proj, lay.model_type) for layer in lay.layers]
+    return attn + list(lay.out_projs)
+
+
+def _project_rows_or_columns(weight: torch.Tensor, unit: torch.Tensor, hidden_axis: int, strength: float) -> None:
+    """Remove ``strength`` x the component along ``unit`` from ``weight``'s ``hidden_axis``."""
+    unit = unit.to(weight.device, weight.dtype)
+    if hidden_axis == 0:  # weight [hidden, ...]: outputs are columns
+        weight -= strength * torch.outer(unit, unit @ weight)
+    else:  # weight [..., hidden]
+        weight -= strength * torch.outer(weight @ unit, unit)
+
+
+@torch.no_grad()
+def bake_direction(model: nn.Module, direction: torch.Tensor, strength: float = 1.0) -> nn.Module:
+    """Orthogonalize every residual-stream write to ``direction`` (directional ablation as weights)."""
+    lay = layout(model)
+    unit = unit_direction(direction, lay.hidden_size).double()
+    finite("strength", strength)
+    embeddings = [model.get_input_embeddings()]
+    if lay.arch.position_embeddings:
+        embeddings.append(_resolve(model.base_model, lay.arch.position_embeddings, lay.model_type))
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is model.get_input_embeddings().weight:
+        # Tied: give the LM head its own copy before the embedding changes under it.
+        output.weight = nn.Parameter(output.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    for module in embeddings:
+        _check_in_memory(module.weight)
+        _edit(module.weight, unit, hidden_axis=1, strength=strength)
+    conv1d_types = {"Conv1D"}
+    for module in writer_linears(model, lay):
+        _check_in_memory(module.weight)
+        hidden_axis = 1 if type(module).__name__ in conv1d_types else 0
+        _edit(module.weight, unit, hidden_axis=hidden_axis, strength=strength)
+        if getattr(module, "bias", None) is not None:
+            bias = module.bias
+            bias -= strength * (bias.double() @ unit.to(bias.device)).to(bias.dtype) * unit.to(bias.device, bias.dtype)
+    return model
+
+
+def _edit(weight: torch.Tensor, unit: torch.Tensor, *, hidden_axis: int, strength: float) -> None:
+    """In-place orthogonalization computed in float64, written back in the weight's dtype."""
+    work = weight.detach().to(torch.float64)
+    _project_rows_or_columns(work, unit.to(work.device), hidden_axis, strength)
+    weight.copy_(work.to(weight.dtype))
+
+
+def bake_record(neurons: NeuronSet | None, factor: Any, *, source: str, **extra: Any) -> dict[str, Any]:
+    """What was baked, for the JSON file written beside the checkpoint."""
+    record: dict[str, Any] = {"neurosteer_version": __version__, "source_model": source, **extra}
+    if neurons is not None:
+        record.update(
+            neurons_fingerprint=neurons.fingerprint(),
+            n_neurons=len(neurons),
+            factor=factor,
+            method=neurons.method,
+            neurons_model=neurons.model.__dict__,
+        )
+    return record
