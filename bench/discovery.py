@@ -39,7 +39,10 @@ def naive(model, tokenizer, positive, negative):
     for side, prompts in (("pos", positive), ("neg", negative)):
         for ids in tokenize_prompts(tokenizer, prompts):
             acts: list[torch.Tensor] = []
-            handles = [p.register_forward_pre_hook(lambda m, a, acts=acts: acts.append(a[0])) for p in lay.out_projs]
+            handles = [
+                p.register_forward_pre_hook(lambda m, a, acts=acts: acts.append(a[0]))
+                for p in (site.module for site in lay.sites)
+            ]
             try:
                 with torch.inference_mode():
                     model(input_ids=torch.tensor([ids]))

@@ -40,7 +40,7 @@ def lora_model(base, neurons):
 
     folder = Path(tempfile.mkdtemp(prefix="neurosteer-bench-"))
     write_adapter(
-        neuron_updates(base, neurons, 0.0), folder / "adapter", base_model="bench", conv1d=layout(base).arch.conv1d
+        neuron_updates(base, neurons, 0.0), folder / "adapter", base_model="bench", conv1d=layout(base).conv1d
     )
     return PeftModel.from_pretrained(base, folder / "adapter").eval()
 

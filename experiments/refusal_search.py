@@ -74,7 +74,10 @@ def all_position_mean_square(model, tokenizer, out: Path) -> torch.Tensor:
         return hook
 
     ids = tokenize_prompts(tokenizer, load_prompts("harmless_train", limit=N_TRAIN))
-    with installed_hooks(pre=[(p, reader(i)) for i, p in enumerate(lay.out_projs)]), torch.inference_mode():
+    with (
+        installed_hooks(pre=[(p, reader(i)) for i, p in enumerate(site.module for site in lay.sites)]),
+        torch.inference_mode(),
+    ):
         for batch in iter_batches(ids, 16, pad_id=pad_token_id(tokenizer)):
             mask["m"] = batch.attention_mask.double()
             count += int(batch.attention_mask.sum())
@@ -106,7 +109,7 @@ def cached_attribution(model, tokenizer, out: Path, positions: int) -> torch.Ten
 def out_column_weights(model) -> torch.Tensor:
     """``[layers, hidden, neurons]`` output-projection weights (what each neuron writes)."""
     lay = layout(model)
-    return torch.stack([p.weight.detach().float() for p in lay.out_projs])
+    return torch.stack([site.module.weight.detach().float() for site in lay.sites])
 
 
 def score_matrix(

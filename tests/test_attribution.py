@@ -32,7 +32,7 @@ def shifted_metric(model, tok, prompts, metric, layer, index, positions, shift):
         return (view.reshape(x.shape), *args[1:])
 
     (batch,) = iter_batches(ids, len(ids), pad_id=pad_token_id(tok))
-    with installed_hooks(pre=[(lay.out_projs[layer], hook)]), torch.no_grad():
+    with installed_hooks(pre=[(lay.sites[layer].module, hook)]), torch.no_grad():
         logits = model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
         ).logits[:, -1]

@@ -156,7 +156,7 @@ def test_unknown_architecture(workspace):
     odd.mkdir(exist_ok=True)
     (odd / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
     result = discover(workspace, model="bert")
-    assert_one_line_error(result, "'bert' is not supported", "llama", "qwen2", "gpt_neox")
+    assert_one_line_error(result, "'bert'", "no list of decoder layers", "embeddings, encoder", "register_architecture")
 
 
 def test_model_path_that_does_not_exist(workspace):

@@ -90,7 +90,7 @@ def activations_of(model, lay, neurons, seq):
     def reader(layer):
         return lambda _m, args: seen.__setitem__(layer, args[0].reshape(len(seq), -1))
 
-    hooks = [(lay.out_projs[int(layer)], reader(int(layer))) for layer in torch.unique(neurons.layers)]
+    hooks = [(lay.sites[int(layer)].module, reader(int(layer))) for layer in torch.unique(neurons.layers)]
     with neurosteer.model.hooks.installed_hooks(pre=hooks), torch.no_grad():
         model(input_ids=torch.tensor([seq]))
     return seen

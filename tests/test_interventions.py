@@ -124,7 +124,7 @@ def out_proj_inputs(model, tokenizer, layer: int, steering) -> tuple[torch.Tenso
     and without it."""
     from neurosteer.model.architectures import layout
 
-    projection = layout(model).out_projs[layer]
+    projection = layout(model).sites[layer].module
     seen: list[torch.Tensor] = []
     for context in (steering, nullcontext()):
         with context:

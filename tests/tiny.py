@@ -1,4 +1,7 @@
-"""Tiny random-weight models of every supported family, built from configs (no download)."""
+"""Tiny random-weight models of every supported family, built from configs (no download).
+
+The first eleven have been supported longest; olmo2, granite, cohere, starcoder2 and stablelm are
+found by structure alone (no registry entry)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ FAMILIES = (
     "gpt2",
     "gpt_neox",
     "opt",
+    "olmo2",
+    "granite",
+    "cohere",
+    "starcoder2",
+    "stablelm",
 )
 VOCAB = 384
 HIDDEN = 32

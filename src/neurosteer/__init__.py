@@ -11,12 +11,14 @@ from neurosteer.interventions import default_steering
 from neurosteer.interventions.baselines import ablate_direction, add_vector
 from neurosteer.interventions.steering import steer
 from neurosteer.interventions.weights import bake, bake_direction
+from neurosteer.model.architectures import Architecture, register_architecture
 from neurosteer.model.loading import load_model
 from neurosteer.util.errors import NeurosteerError
 from neurosteer.util.prompts import ChatPrompt
 from neurosteer.util.version import __version__
 
 __all__ = [
+    "Architecture",
     "ChatPrompt",
     "ContrastStats",
     "NeuronSet",
@@ -32,6 +34,7 @@ __all__ = [
     "load_behaviour",
     "load_model",
     "neurons_from_contrast",
+    "register_architecture",
     "residual_directions",
     "steer",
 ]

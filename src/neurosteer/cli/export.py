@@ -89,7 +89,7 @@ def export(
             updates,
             out,
             base_model=settings.model,
-            conv1d=layout(lm).arch.conv1d,
+            conv1d=layout(lm).conv1d,
             uniform_rank=uniform_rank,
             record=record,
             overwrite=force,

@@ -42,7 +42,7 @@ from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.model.activations import forward_base, next_token_logits, tokenize_prompts
 from neurosteer.model.architectures import layout
 from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
-from neurosteer.model.hooks import installed_hooks
+from neurosteer.model.hooks import Hooks, installed
 from neurosteer.util.console import track
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import prompt_list, whole
@@ -92,17 +92,15 @@ def _tail_means(model, tokenizer, prompts, lay, positions, batch_size, progress,
     seen: dict[int, torch.Tensor] = {}
 
     def reader(layer: int):
-        return lambda _m, args: seen.__setitem__(layer, args[0])
+        return lambda values: seen.__setitem__(layer, values)
 
-    hooks = [(proj, reader(i)) for i, proj in enumerate(lay.out_projs)]
-    with installed_hooks(pre=hooks), torch.inference_mode():
+    hooks = [site.reading(reader(site.layer)) for site in lay.sites]
+    with installed(hooks), torch.inference_mode():
         for batch in _batches(model, tokenizer, prompts, batch_size, "mean activations", progress, chat_template):
-            rows = batch.input_ids.shape[0]
             forward_base(model, batch)  # activations only: no LM head
             for layer, values in seen.items():
-                values = values.reshape(rows, -1, values.shape[-1])[:, -positions:]
-                total[layer] += values.double().sum(0).cpu()
-            count += rows
+                total[layer] += values[:, -positions:].double().sum(0).cpu()
+            count += batch.input_ids.shape[0]
     return total / count
 
 
@@ -206,29 +204,29 @@ def _tail_gradients(
     kept: dict[int, torch.Tensor] = {}
 
     def keeper(layer: int):
-        def hook(_module: nn.Module, args: tuple) -> None:
-            kept[layer] = args[0]  # in the graph, so the gradient flows through every later layer too
+        def keep(values: torch.Tensor) -> None:
+            kept[layer] = values  # in the graph, so the gradient flows through every later layer too
 
-        return hook
+        return keep
 
     def into_graph(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         # With frozen weights nothing would be recorded for backward: start the graph here.
         return None if output.requires_grad else output.detach().requires_grad_(True)
 
-    hooks = [(proj, keeper(i)) for i, proj in enumerate(lay.out_projs)]
+    hooks = [site.reading(keeper(site.layer)) for site in lay.sites]
+    hooks.append(Hooks(post=((model.get_input_embeddings(), into_graph),)))
     was_training = model.training
     model.eval()
     try:
-        with installed_hooks(pre=hooks, post=[(model.get_input_embeddings(), into_graph)]), torch.enable_grad():
+        with installed(hooks), torch.enable_grad():
             label = "prompts (gradients)"
             for batch in _batches(model, tokenizer, prompts, batch_size, label, progress, chat_template):
-                rows = batch.input_ids.shape[0]
                 logits = next_token_logits(model, batch)
                 layers = sorted(kept)
                 grads = torch.autograd.grad(metric(logits, batch.rows).sum(), [kept[i] for i in layers])
                 for layer, grad in zip(layers, grads, strict=True):
-                    values = kept[layer].detach().reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
-                    yield layer, values, grad.reshape(rows, -1, grad.shape[-1])[:, -positions:].double().cpu()
+                    values = kept[layer].detach()[:, -positions:].double().cpu()
+                    yield layer, values, grad[:, -positions:].double().cpu()
                 kept.clear()
     finally:
         model.train(was_training)

@@ -118,7 +118,7 @@ class Selective(Score):
         benefit = torch.empty_like(stats.neurons_positive.mean)
         cost = torch.empty_like(benefit)
         for layer in range(lay.n_layers):
-            columns = output_columns(lay, layer)
+            columns = lay.sites[layer].output_columns()
             benefit[layer] = stats.neurons_positive.mean[layer] * (direction[layer] @ columns)
             cost[layer] = negative_mean_square[layer].to(columns.dtype) * columns.square().sum(0)
         sample = cost.flatten().float()[:: max(1, cost.numel() // 1_000_000)]
@@ -213,9 +213,3 @@ def neuron_scores(name: str | Score, inputs: Statistics, lay: Layout) -> torch.T
     if score.needs_model:
         raise SettingsError(f"the {score.name} score runs the model; it cannot be computed from statistics alone")
     return score.matrix(inputs, lay)
-
-
-def output_columns(lay: Layout, layer: int) -> torch.Tensor:
-    """``[hidden, neurons]`` float64 output-projection weight of ``layer`` (Conv1D transposed)."""
-    weight = lay.out_weight(layer).detach().to("cpu", torch.float64)
-    return weight.T if lay.arch.conv1d else weight

@@ -101,12 +101,11 @@ def steered_tensors(
     factors = per_neuron_factors(neurons, factor).numpy()
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     names = _gguf_names(arch, lay.n_layers)
-    module_names = {id(m): n for n, m in model.named_modules()}
     tensors = {t.name: t for t in reader.tensors}
     dtype = np.float32 if tensor_type == "f32" else np.float16
     changed = {}
     for layer in torch.unique(neurons.layers).tolist():
-        hf_name = module_names[id(lay.out_projs[int(layer)])]
+        hf_name = lay.sites[int(layer)].parameter_name(model)
         name = names.get_name(hf_name + ".weight", try_suffixes=(".weight",))
         if name is None or name not in tensors:
             raise NeurosteerError(f"no GGUF tensor for {hf_name} in this file (looked for {name!r})")

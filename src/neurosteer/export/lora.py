@@ -27,7 +27,6 @@ from torch import nn
 
 from neurosteer.discovery.directions import unit_direction
 from neurosteer.discovery.neuronset import NeuronSet
-from neurosteer.discovery.scores import output_columns
 from neurosteer.interventions.steering import Factor, per_neuron_factors
 from neurosteer.interventions.weights import writer_linears
 from neurosteer.model.architectures import Layout, layout
@@ -76,17 +75,16 @@ def neuron_updates(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     factors = per_neuron_factors(neurons, factor).double()
-    names = _module_names(model)
     updates = {}
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
-        proj = lay.out_projs[int(layer)]
-        weight = output_columns(lay, int(layer))
+        site = lay.sites[int(layer)]
+        weight = site.output_columns()
         index = neurons.indices[picked]
         a = torch.zeros(len(index), weight.shape[1], dtype=torch.float64)
         a[torch.arange(len(index)), index] = 1.0
         b = weight[:, index] * (factors[picked] - 1.0)
-        updates[names[id(proj)]] = LowRank(a.float(), b.float())
+        updates[site.parameter_name(model)] = LowRank(a.float(), b.float())
     return updates
 
 

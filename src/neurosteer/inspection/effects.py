@@ -31,7 +31,7 @@ from neurosteer.metrics.refusal import Metric, refusal_logodds_metric
 from neurosteer.model.activations import tokenize_prompts
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.encoding import Batch, Prompt, input_device, iter_batches, pad_token_id
-from neurosteer.model.hooks import installed_hooks
+from neurosteer.model.hooks import DeviceCache, Hooks, installed
 from neurosteer.model.prefix import MIN_PREFIX, PrefixCache, build_prefix_cache, shared_prefix_length
 from neurosteer.util.console import track
 from neurosteer.util.errors import SettingsError
@@ -66,21 +66,15 @@ def variant_factors(neurons: NeuronSet, factor: Factor) -> torch.Tensor:
     return torch.cat([torch.ones(1, len(neurons)), steered[None], restored])
 
 
-def _row_scaling_hooks(lay: Layout, neurons: NeuronSet, factors: torch.Tensor, rows: list[int]):
-    """Pre-hooks that scale each row's neurons by the factors of the variant ``rows[r]`` names."""
+def _row_scaling_hooks(lay: Layout, neurons: NeuronSet, factors: torch.Tensor, rows: list[int]) -> list[Hooks]:
+    """Hooks that scale each row's neurons by the factors of the variant ``rows[r]`` names."""
     hooks = []
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
         scale = torch.ones(len(rows), lay.neurons_per_layer)
         scale[:, neurons.indices[picked]] = factors[rows][:, picked]
-
-        def hook(_module: nn.Module, args: tuple, scale: torch.Tensor = scale) -> tuple:
-            x = args[0]
-            shaped = x.reshape(scale.shape[0], -1, x.shape[-1])
-            scaled = shaped * scale.to(x.device, x.dtype)[:, None, :]
-            return (scaled.reshape(x.shape), *args[1:])
-
-        hooks.append((lay.out_projs[int(layer)], hook))
+        cache = DeviceCache(scale[:, None, :])
+        hooks.append(lay.sites[int(layer)].modifying(lambda x, cache=cache: x * cache.like(x)))
     return hooks
 
 
@@ -117,7 +111,7 @@ class SteeredRun:
 def _prefix_cache(
     model: nn.Module,
     lay: Layout,
-    hooks: list,
+    hooks: list[Hooks],
     prefix: list[int],
     copies: int,
     replay: SteeredRun | None,
@@ -131,7 +125,7 @@ def _prefix_cache(
     """
     device = input_device(model)
     with (
-        installed_hooks(pre=hooks, post=_recorders(lay, record.prefix_outputs if record else None)),
+        installed([*hooks, Hooks(post=tuple(_recorders(lay, record.prefix_outputs if record else None)))]),
         replayed_layers(lay, replay.prefix_outputs if replay else {}, upto if replay else 0, copies),
     ):
         built = build_prefix_cache(model, prefix, device, batch=copies)
@@ -178,7 +172,7 @@ def _first_token_logprobs(
         extra = {cache.argument: cache.cache}
     hooks = _row_scaling_hooks(lay, neurons, factors, rows)
     with (
-        installed_hooks(pre=hooks, post=_recorders(lay, record.outputs if record else None)),
+        installed([*hooks, Hooks(post=tuple(_recorders(lay, record.outputs if record else None)))]),
         replayed_layers(lay, replay.outputs if replay else {}, upto, len(variants)),
     ):
         logits = model(

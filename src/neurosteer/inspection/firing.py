@@ -13,7 +13,7 @@ from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.model.activations import forward_base, tokenize_prompts
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
-from neurosteer.model.hooks import installed_hooks
+from neurosteer.model.hooks import installed
 from neurosteer.model.prefix import shared_prefix_length
 from neurosteer.util.console import track
 from neurosteer.util.validation import whole
@@ -70,22 +70,19 @@ def top_firings(
         int(layer): (neurons.layers == layer).nonzero().flatten() for layer in torch.unique(neurons.layers).tolist()
     }
     current: dict[int, torch.Tensor] = {}
-    current_shape: list[int] = [0]  # rows of the batch being read (OPT flattens rows and positions)
 
     def reader(layer: int):
-        def hook(_module: nn.Module, args: tuple) -> None:
-            x = args[0]
-            picked = neurons.indices[columns[layer]].to(x.device)
-            current[layer] = x.reshape(current_shape[0], -1, x.shape[-1])[..., picked].float().cpu()
+        def read(values: torch.Tensor) -> None:
+            picked = neurons.indices[columns[layer]].to(values.device)
+            current[layer] = values[..., picked].float().cpu()
 
-        return hook
+        return read
 
-    hooks = [(lay.out_projs[layer], reader(layer)) for layer in columns]
+    hooks = [lay.sites[layer].reading(reader(layer)) for layer in columns]
     device = input_device(model)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
-    with installed_hooks(pre=hooks):
+    with installed(hooks):
         for batch in track(batches, "where neurons fire", total=-(-len(ids) // batch_size), enabled=progress):
-            current_shape[0] = len(batch.rows)
             forward_base(model, batch.to(device))
             width = batch.input_ids.shape[1]
             values = torch.empty(len(batch.rows), width, n)

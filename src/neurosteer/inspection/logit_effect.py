@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from neurosteer.discovery.neuronset import NeuronSet
-from neurosteer.discovery.scores import output_columns
 from neurosteer.model.architectures import Layout, _resolve, layout
 
 
@@ -44,7 +43,7 @@ def written_directions(model: nn.Module, neurons: NeuronSet, lay: Layout | None 
     columns = torch.empty(lay.hidden_size, len(neurons), dtype=torch.float64)
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
-        written = output_columns(lay, int(layer))[:, neurons.indices[picked]]
+        written = lay.sites[int(layer)].output_columns()[:, neurons.indices[picked]]
         if arch.mlp_output_norm:
             norm = _resolve(lay.layers[int(layer)], arch.mlp_output_norm, lay.model_type)
             written = written * _gain(norm, arch.gain_offset, lay.hidden_size)[:, None]

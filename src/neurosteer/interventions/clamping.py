@@ -31,7 +31,7 @@ from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.model.architectures import layout
-from neurosteer.model.hooks import DeviceCache, installed_hooks
+from neurosteer.model.hooks import DeviceCache, installed
 from neurosteer.util.defaults import CLAMP
 from neurosteer.util.errors import NeurosteerError, SettingsError
 from neurosteer.util.validation import finite
@@ -47,17 +47,16 @@ def range_edges(neurons: NeuronSet, spread: torch.Tensor, margin: float) -> torc
     return neurons.mean_negative.float() + margin * spread.float() * behaviour_sides(neurons)
 
 
-def clamp_hook(side: torch.Tensor, edge: torch.Tensor, strength: float):
-    """A forward pre-hook removing ``strength`` times each activation's excess past ``edge`` on
-    ``side`` (+1, -1, or 0 for neurons left alone), on the module input's last axis."""
+def clamping(side: torch.Tensor, edge: torch.Tensor, strength: float):
+    """The operation removing ``strength`` times each activation's excess past ``edge`` on ``side``
+    (+1, -1, or 0 for neurons left alone), on the activations' last axis."""
     sides, edges = DeviceCache(side), DeviceCache(edge)
 
-    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
+    def op(x: torch.Tensor) -> torch.Tensor:
         d = sides.like(x)
-        return (x - strength * d * torch.relu(d * (x - edges.like(x))), *args[1:])
+        return x - strength * d * torch.relu(d * (x - edges.like(x)))
 
-    return hook
+    return op
 
 
 @dataclass
@@ -110,7 +109,7 @@ class NeuronClamping(Intervention):
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(lay.neurons_per_layer)
-        return installed_hooks(pre=[(lay.out_projs[i], clamp_hook(*terms[i], strength)) for i in terms])
+        return installed([lay.sites[i].modifying(clamping(*terms[i], strength)) for i in terms])
 
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         raise NeurosteerError(

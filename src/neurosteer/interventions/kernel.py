@@ -22,9 +22,10 @@ from neurosteer.discovery.contrast import ContrastStats
 from neurosteer.discovery.directions import unit_direction
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.baselines import _projection_hook
-from neurosteer.interventions.weights import _check_in_memory, _edit, writer_linears
+from neurosteer.interventions.weights import _edit, writer_linears
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.hooks import installed_hooks
+from neurosteer.model.sites import require_in_memory
 from neurosteer.util.defaults import KERNEL
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import finite
@@ -126,7 +127,7 @@ class KernelAblation(Intervention):
         for module, weight in zip(linears, [*attn.tolist(), *mlp.tolist()][: 2 * n], strict=True):
             if weight == 0:
                 continue
-            _check_in_memory(module.weight)
+            require_in_memory(module.weight)
             hidden_axis = 1 if type(module).__name__ == "Conv1D" else 0
             _edit(module.weight, unit.double(), hidden_axis=hidden_axis, strength=weight)
             if getattr(module, "bias", None) is not None:

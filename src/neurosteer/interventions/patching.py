@@ -25,24 +25,18 @@ from torch import nn
 
 from neurosteer.discovery.contrast import ContrastStats
 from neurosteer.discovery.neuronset import NeuronSet
-from neurosteer.discovery.scores import output_columns
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.weights import bake
 from neurosteer.model.architectures import layout
-from neurosteer.model.hooks import DeviceCache, installed_hooks
+from neurosteer.model.hooks import DeviceCache, installed
 from neurosteer.util.errors import NeurosteerError
 
 
-def affine_hook(scale: torch.Tensor, offset: torch.Tensor):
-    """A forward pre-hook computing ``x * scale + offset`` on the module input's last axis."""
+def affine(scale: torch.Tensor, offset: torch.Tensor):
+    """The operation ``x * scale + offset`` on the activations' last axis."""
     scales, offsets = DeviceCache(scale), DeviceCache(offset)
-
-    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        return (x * scales.like(x) + offsets.like(x), *args[1:])
-
-    return hook
+    return lambda x: x * scales.like(x) + offsets.like(x)
 
 
 @dataclass
@@ -72,26 +66,25 @@ class NeuronPatching(Intervention):
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(strength, lay.neurons_per_layer)
-        return installed_hooks(pre=[(lay.out_projs[i], affine_hook(*terms[i])) for i in terms])
+        return installed([lay.sites[i].modifying(affine(*terms[i])) for i in terms])
 
     @torch.no_grad()
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
-        projections = {int(i): lay.out_projs[int(i)] for i in torch.unique(self.neurons.layers).tolist()}
-        if any(getattr(p, "bias", None) is None for p in projections.values()):
+        sites = [lay.sites[int(i)] for i in torch.unique(self.neurons.layers).tolist()]
+        if not all(site.has_bias for site in sites):
             raise NeurosteerError(
                 f"neuron patching adds a constant to each steered layer's MLP output, and {lay.model_type}'s "
                 "output projections have no bias to hold it, so it cannot be baked exactly; steer with hooks"
             )
         constants = {
-            layer: output_columns(lay, layer) @ offset.double()
+            layer: lay.sites[layer].output_columns() @ offset.double()
             for layer, (_, offset) in self.layer_terms(strength, lay.neurons_per_layer).items()
         }
         bake(model, self.neurons, factor=1.0 - strength)
         for layer, constant in constants.items():
-            bias = projections[layer].bias
-            bias += constant.to(bias.device, bias.dtype)
+            lay.sites[layer].add_to_bias(constant)
         return model
 
     def describe(self) -> dict[str, Any]:

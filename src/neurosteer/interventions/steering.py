@@ -5,14 +5,13 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
 
 import torch
 from torch import nn
 
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.model.architectures import Layout, layout
-from neurosteer.model.hooks import DeviceCache, installed_hooks
+from neurosteer.model.hooks import DeviceCache, installed
 from neurosteer.model.prefix import position_dependent
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import finite, whole
@@ -44,22 +43,21 @@ def layer_scales(neurons: NeuronSet, factor: Factor, lay: Layout) -> dict[int, t
     return neurons.per_layer(per_neuron_factors(neurons, factor), lay.neurons_per_layer, fill=1.0)
 
 
-def scaling_hook(scale: torch.Tensor, last_positions: int | None = None):
-    """A forward pre-hook that multiplies the module's input by ``scale`` on its last axis.
+def scaling(scale: torch.Tensor, last_positions: int | None = None):
+    """The operation that multiplies activations by ``scale`` on their last axis.
 
     With ``last_positions``, only the last that many positions of each forward pass are scaled:
     the end of the prompt in the first pass of ``generate``, then every new token.
     """
     cache = DeviceCache(scale)
 
-    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        if last_positions is None or x.ndim < 3 or x.shape[-2] <= last_positions:
-            return (x * cache.like(x), *args[1:])
+    def op(x: torch.Tensor) -> torch.Tensor:
+        if last_positions is None or x.shape[-2] <= last_positions:
+            return x * cache.like(x)
         head, tail = x[..., :-last_positions, :], x[..., -last_positions:, :]
-        return (torch.cat([head, tail * cache.like(x)], dim=-2), *args[1:])
+        return torch.cat([head, tail * cache.like(x)], dim=-2)
 
-    return hook
+    return op
 
 
 @contextmanager
@@ -72,7 +70,7 @@ def steer(
     may also be one value per neuron. By default every position is scaled, which is what
     :func:`neurosteer.bake` writes into weights. ``last_positions=n`` scales only the last ``n``
     positions of each forward pass (for left-padded prompts: the end of the prompt, then each
-    generated token); families that flatten positions inside the MLP (OPT) ignore it.
+    generated token).
     Works for ``forward`` and ``generate``; hooks are removed on exit, also on an exception, and
     nested blocks compose (their factors multiply).
 
@@ -85,7 +83,7 @@ def steer(
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)
-    hooks = [(lay.out_projs[layer], scaling_hook(scale, last_positions)) for layer, scale in scales.items()]
+    hooks = [lay.sites[layer].modifying(scaling(scale, last_positions)) for layer, scale in scales.items()]
     marked = position_dependent(model) if last_positions is not None else nullcontext()
-    with installed_hooks(pre=hooks), marked:
+    with installed(hooks), marked:
         yield model

@@ -18,17 +18,10 @@ from neurosteer.discovery.directions import unit_direction
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.steering import Factor, per_neuron_factors
 from neurosteer.model.architectures import Layout, _resolve, layout
+from neurosteer.model.sites import is_conv1d, require_in_memory
 from neurosteer.util.errors import NeurosteerError
 from neurosteer.util.validation import finite
 from neurosteer.util.version import __version__
-
-
-def _check_in_memory(weight: torch.Tensor) -> None:
-    if weight.is_meta:
-        raise NeurosteerError(
-            "bake needs the weights in memory, but this model keeps some offloaded; "
-            "load it without disk or CPU offload (e.g. a device_map over devices only)"
-        )
 
 
 @torch.no_grad()
@@ -37,15 +30,9 @@ def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Modul
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     factors = per_neuron_factors(neurons, factor)
-    axis = lay.neuron_axis()
     for layer in torch.unique(neurons.layers).tolist():
         picked = neurons.layers == layer
-        weight = lay.out_projs[int(layer)].weight
-        _check_in_memory(weight)
-        index = neurons.indices[picked].to(weight.device)
-        scale = factors[picked].to(weight.device, weight.dtype)
-        shape = (-1, 1) if axis == 0 else (1, -1)
-        weight.index_copy_(axis, index, weight.index_select(axis, index) * scale.reshape(shape))
+        lay.sites[int(layer)].scale_columns(neurons.indices[picked], factors[picked])
     return model
 
 
@@ -57,7 +44,7 @@ def writer_linears(model: nn.Module, lay: Layout) -> list[nn.Module]:
             "block's output; steer with hooks instead"
         )
     attn = [_resolve(layer, lay.arch.attn_out_proj, lay.model_type) for layer in lay.layers]
-    return attn + list(lay.out_projs)
+    return attn + [site.module for site in lay.sites]
 
 
 def _project_rows_or_columns(weight: torch.Tensor, unit: torch.Tensor, hidden_axis: int, strength: float) -> None:
@@ -84,12 +71,11 @@ def bake_direction(model: nn.Module, direction: torch.Tensor, strength: float = 
         output.weight = nn.Parameter(output.weight.detach().clone())
         model.config.tie_word_embeddings = False
     for module in embeddings:
-        _check_in_memory(module.weight)
+        require_in_memory(module.weight)
         _edit(module.weight, unit, hidden_axis=1, strength=strength)
-    conv1d_types = {"Conv1D"}
     for module in writer_linears(model, lay):
-        _check_in_memory(module.weight)
-        hidden_axis = 1 if type(module).__name__ in conv1d_types else 0
+        require_in_memory(module.weight)
+        hidden_axis = 1 if is_conv1d(module) else 0
         _edit(module.weight, unit, hidden_axis=hidden_axis, strength=strength)
         if getattr(module, "bias", None) is not None:
             bias = module.bias

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.encoding import Batch, encode_prompts, input_device, iter_batches, pad_token_id
-from neurosteer.model.hooks import first_tensor, installed_hooks
+from neurosteer.model.hooks import Hooks, first_tensor, installed
 from neurosteer.model.prefix import PrefixCache, split_shared_prefix, with_prefix
 from neurosteer.util.console import track
 from neurosteer.util.errors import NeurosteerError, NeurosteerWarning, SettingsError
@@ -137,24 +137,22 @@ def last_token_stats(
 
     def take_last(site: Site, layer: int, values: torch.Tensor) -> None:
         last = current["last"].to(values.device)
-        # Some families (OPT) flatten batch and time inside a layer; restore them.
-        values = values.reshape(last.shape[0], -1, values.shape[-1])
         stats[site].add(layer, values[torch.arange(values.shape[0], device=values.device), last])
 
     def neuron_reader(layer: int):
-        return lambda _module, args: take_last("neurons", layer, args[0])
+        return lambda values: take_last("neurons", layer, values)
 
     def residual_reader(layer: int):
         return lambda _module, _args, output: take_last("residual", layer, first_tensor(output))
 
-    hooks: dict[str, list] = {"pre": [], "post": []}
+    hooks = []
     if "neurons" in stats:
-        hooks["pre"] = [(proj, neuron_reader(i)) for i, proj in enumerate(lay.out_projs)]
+        hooks += [site.reading(neuron_reader(site.layer)) for site in lay.sites]
     if "residual" in stats:
-        hooks["post"] = [(block, residual_reader(i)) for i, block in enumerate(lay.layers)]
+        hooks.append(Hooks(post=tuple((block, residual_reader(i)) for i, block in enumerate(lay.layers))))
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side=padding_side)
     n_batches = -(-len(ids) // batch_size)
-    with installed_hooks(**hooks), torch.inference_mode():
+    with installed(hooks), torch.inference_mode():
         for batch in track(batches, description, total=n_batches, enabled=progress):
             batch = batch.to(device)
             current["last"] = batch.last_index

@@ -1,18 +1,23 @@
-"""Where each supported architecture keeps its decoder layers and MLP neurons.
+"""Where each architecture keeps its decoder layers and MLP neurons.
 
 The canonical "neuron activation" is the input of the MLP's output projection: for gated MLPs
 ``act(gate(x)) * up(x)`` (the input of ``down_proj``), for GPT-2 the input of ``mlp.c_proj``,
 for GPT-NeoX the input of ``dense_4h_to_h`` and for OPT the input of ``fc2``. Adapters are keyed
-by the Hugging Face config's ``model_type``, never by a model's name.
+by the Hugging Face config's ``model_type``, never by a model's name; a dense decoder without
+an entry is found by its structure (:func:`find_by_structure`), and a user's own family is
+added with :func:`register_architecture`. The neurons of each layer are reached through its
+:class:`~neurosteer.model.sites.NeuronSite`, never through the modules directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-import torch
 from torch import nn
 
+from neurosteer.model.sites import NeuronSite, is_conv1d
 from neurosteer.util.errors import UnsupportedArchitectureError
 
 
@@ -26,7 +31,6 @@ class Architecture:
         attn_write: dotted path from a layer to the module whose output the attention block adds
             to the residual stream (used by the directional-ablation baseline).
         mlp_write: the same for the MLP block.
-        conv1d: the output projection is a GPT-2 ``Conv1D`` (weight stored as ``[in, out]``).
         attn_out_proj: path from a layer to the linear map that writes the attention output into
             the residual stream, for baking directional ablation into weights; ``None`` where a
             norm follows it (Gemma 2/3), which makes that bake inexact.
@@ -44,7 +48,6 @@ class Architecture:
     out_proj: str
     attn_write: str
     mlp_write: str
-    conv1d: bool = False
     attn_out_proj: str | None = "self_attn.o_proj"
     position_embeddings: str | None = None
     final_norm: str | None = "norm"
@@ -53,7 +56,11 @@ class Architecture:
     output_projection: str | None = None
 
 
+# Only families with a quirk their structure does not show need an entry; the rest (Llama,
+# Mistral, Qwen, Phi-3, GPT-2, GPT-NeoX, OLMo 2, Granite, Cohere, StarCoder2, StableLM, ...) are
+# found by :func:`find_by_structure`.
 _GATED = Architecture(layers="layers", out_proj="mlp.down_proj", attn_write="self_attn", mlp_write="mlp")
+# Gemma's RMSNorm multiplies by ``1 + weight``.
 _GEMMA = replace(_GATED, gain_offset=1.0)
 # Gemma 2/3 normalise each block's output before adding it to the residual stream.
 _GEMMA_POSTNORM = Architecture(
@@ -67,32 +74,10 @@ _GEMMA_POSTNORM = Architecture(
 )
 
 REGISTRY: dict[str, Architecture] = {
-    "llama": _GATED,
-    "mistral": _GATED,
-    "qwen2": _GATED,
-    "qwen3": _GATED,
     "gemma": _GEMMA,
     "gemma2": _GEMMA_POSTNORM,
     "gemma3_text": _GEMMA_POSTNORM,
-    "phi3": _GATED,
-    "gpt2": Architecture(
-        layers="h",
-        out_proj="mlp.c_proj",
-        attn_write="attn",
-        mlp_write="mlp",
-        conv1d=True,
-        attn_out_proj="attn.c_proj",
-        position_embeddings="wpe",
-        final_norm="ln_f",
-    ),
-    "gpt_neox": Architecture(
-        layers="layers",
-        out_proj="mlp.dense_4h_to_h",
-        attn_write="attention",
-        mlp_write="mlp",
-        attn_out_proj="attention.dense",
-        final_norm="final_layer_norm",
-    ),
+    # OPT's layers hold fc1/fc2 themselves (no MLP module), and a projection precedes the unembedding.
     "opt": Architecture(
         layers="decoder.layers",
         out_proj="fc2",
@@ -107,27 +92,127 @@ REGISTRY: dict[str, Architecture] = {
 
 
 def supported_model_types() -> list[str]:
+    """The families with a registry entry (others are found by structure)."""
     return sorted(REGISTRY)
 
 
-def architecture_for(model_type: str) -> Architecture:
-    try:
-        return REGISTRY[model_type]
-    except KeyError:
+def register_architecture(model_type: str, architecture: Architecture, *, replace_existing: bool = False) -> None:
+    """Teach neurosteer where a family keeps its layers and neurons, from your own code.
+
+    Most decoders need no entry: they are found by structure (see :func:`find_by_structure`).
+    Register one where a family has a quirk the structure does not show (a norm gain stored as
+    ``weight - 1``, a norm after each block, a projection before the unembedding).
+    """
+    if not isinstance(model_type, str) or not model_type:
+        raise UnsupportedArchitectureError(f"model_type must be a name, got {model_type!r}")
+    if not isinstance(architecture, Architecture):
+        raise UnsupportedArchitectureError(f"architecture must be an Architecture, got {type(architecture).__name__}")
+    if model_type in REGISTRY and not replace_existing and REGISTRY[model_type] != architecture:
         raise UnsupportedArchitectureError(
-            f"model_type '{model_type}' is not supported; supported types: {', '.join(supported_model_types())}"
-        ) from None
+            f"'{model_type}' is registered already; pass replace_existing=True to replace its entry"
+        )
+    REGISTRY[model_type] = architecture
+
+
+# Names a dense decoder's modules go by, most common first.
+_LAYER_PATHS = ("layers", "h", "decoder.layers", "blocks", "transformer.h")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn")
+_OUT_PROJ_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2", "fc_out")
+_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
+_ATTN_OUT_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "o")
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "norm_f", "final_layernorm")
+_POSITION_EMBEDDINGS = ("wpe", "embed_positions", "decoder.embed_positions")
+_MLP_POST_NORM = "post_feedforward_layernorm"
+_ATTN_POST_NORM = "post_attention_layernorm"
+
+
+def _find(root: nn.Module, paths: Sequence[str]) -> str | None:
+    return next((path for path in paths if _get(root, path) is not None), None)
+
+
+def _get(root: nn.Module, path: str) -> Any:
+    module: Any = root
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def _children(module: nn.Module) -> str:
+    return ", ".join(name for name, _ in module.named_children()) or "none"
+
+
+def find_by_structure(model: nn.Module) -> Architecture:
+    """The adapter of a dense decoder whose layers hold an MLP with a recognised output projection.
+
+    A block whose MLP output passes through its own norm (``post_feedforward_layernorm``, as in
+    OLMo 2) is read there. Raises with what was found where the structure is not recognised.
+    """
+    model_type = model_type_of(model)
+    base = getattr(model, "base_model", model)
+    hint = f"call neurosteer.register_architecture('{model_type}', Architecture(...)) to describe it"
+    layers_path = _find(base, _LAYER_PATHS)
+    layers = _get(base, layers_path) if layers_path else None
+    if not isinstance(layers, nn.ModuleList) or not len(layers):
+        raise UnsupportedArchitectureError(
+            f"model_type '{model_type}' is not registered and no list of decoder layers was found (looked for "
+            f"{', '.join(_LAYER_PATHS)}; the model has: {_children(base)}); {hint}"
+        )
+    layer = layers[0]
+    mlp_name = _find(layer, _MLP_NAMES)
+    mlp = _get(layer, mlp_name) if mlp_name else None
+    if mlp is None:
+        raise UnsupportedArchitectureError(
+            f"model_type '{model_type}' is not registered and its layers hold no MLP (looked for "
+            f"{', '.join(_MLP_NAMES)}; a layer has: {_children(layer)}); {hint}"
+        )
+    if _get(mlp, "experts") is not None:
+        raise UnsupportedArchitectureError(
+            f"model_type '{model_type}' is a mixture of experts ('{layers_path}.0.{mlp_name}.experts'); neurosteer "
+            "steers dense MLPs only so far"
+        )
+    out_name = _find(mlp, _OUT_PROJ_NAMES)
+    out = _get(mlp, out_name) if out_name else None
+    if getattr(out, "weight", None) is None or out.weight.ndim != 2:
+        raise UnsupportedArchitectureError(
+            f"model_type '{model_type}' is not registered and its MLP ('{mlp_name}': {_children(mlp)}) has no "
+            f"output projection neurosteer recognises ({', '.join(_OUT_PROJ_NAMES)}); {hint}"
+        )
+    attn_name = _find(layer, _ATTN_NAMES)
+    if attn_name is None:
+        raise UnsupportedArchitectureError(
+            f"model_type '{model_type}' is not registered and its layers hold no attention block (looked for "
+            f"{', '.join(_ATTN_NAMES)}; a layer has: {_children(layer)}); {hint}"
+        )
+    attn_out = _find(_get(layer, attn_name), _ATTN_OUT_NAMES)
+    post_norm = _get(layer, _MLP_POST_NORM) is not None
+    return Architecture(
+        layers=layers_path,
+        out_proj=f"{mlp_name}.{out_name}",
+        attn_write=_ATTN_POST_NORM if post_norm and _get(layer, _ATTN_POST_NORM) is not None else attn_name,
+        mlp_write=_MLP_POST_NORM if post_norm else mlp_name,
+        attn_out_proj=None if post_norm or attn_out is None else f"{attn_name}.{attn_out}",
+        position_embeddings=_find(base, _POSITION_EMBEDDINGS),
+        final_norm=_find(base, _FINAL_NORMS),
+        mlp_output_norm=_MLP_POST_NORM if post_norm else None,
+    )
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    """The registry's entry for the model's type, else the adapter found by its structure."""
+    model_type = model_type_of(model)
+    return REGISTRY[model_type] if model_type in REGISTRY else find_by_structure(model)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The resolved modules of one loaded model."""
+    """The resolved modules of one loaded model: its layers and their neuron sites."""
 
     model_type: str
     arch: Architecture
     layers: tuple[nn.Module, ...]
-    out_projs: tuple[nn.Module, ...]
-    neurons_per_layer: int
+    sites: tuple[NeuronSite, ...]
     hidden_size: int
 
     @property
@@ -135,8 +220,17 @@ class Layout:
         return len(self.layers)
 
     @property
+    def neurons_per_layer(self) -> int:
+        return self.sites[0].width
+
+    @property
     def n_neurons(self) -> int:
-        return self.n_layers * self.neurons_per_layer
+        return sum(site.width for site in self.sites)
+
+    @property
+    def conv1d(self) -> bool:
+        """Whether the output projections store their weights ``[in, out]`` (GPT-2's Conv1D)."""
+        return self.sites[0].conv1d
 
     def attn_writers(self) -> list[nn.Module]:
         return [_resolve(layer, self.arch.attn_write, self.model_type) for layer in self.layers]
@@ -144,29 +238,9 @@ class Layout:
     def mlp_writers(self) -> list[nn.Module]:
         return [_resolve(layer, self.arch.mlp_write, self.model_type) for layer in self.layers]
 
-    def out_weight(self, layer: int) -> torch.Tensor:
-        """Output-projection weight of ``layer`` as stored (Conv1D: ``[in, out]``).
-
-        For a layer offloaded by accelerate (parameters on the meta device), the offloaded copy.
-        """
-        return materialized_weight(self.out_projs[layer])
-
-    def neuron_axis(self) -> int:
-        """Axis of the output-projection weight that indexes neurons."""
-        return 0 if self.arch.conv1d else 1
-
-
-def materialized_weight(module: nn.Module) -> torch.Tensor:
-    """``module.weight``, or accelerate's offloaded copy of it when the parameter is on meta."""
-    weight = module.weight
-    if not weight.is_meta:
-        return weight
-    hook = getattr(module, "_hf_hook", None)
-    for candidate in getattr(hook, "hooks", [hook]):
-        weights_map = getattr(candidate, "weights_map", None)
-        if weights_map is not None and "weight" in weights_map:
-            return weights_map["weight"]
-    raise UnsupportedArchitectureError("a weight is on the meta device and no offloaded copy was found")
+    def resolve(self, path: str, root: nn.Module) -> nn.Module:
+        """The module at ``path`` below ``root`` (a layer, or the base model)."""
+        return _resolve(root, path, self.model_type)
 
 
 def _resolve(root: nn.Module, path: str, model_type: str) -> nn.Module:
@@ -190,22 +264,16 @@ def model_type_of(model: nn.Module) -> str:
 
 
 def layout(model: nn.Module) -> Layout:
-    """Resolve the layers and MLP output projections of ``model`` (a causal LM)."""
+    """Resolve the layers and neuron sites of ``model`` (a causal LM)."""
     model_type = model_type_of(model)
-    arch = architecture_for(model_type)
+    arch = architecture_of(model)
     base = getattr(model, "base_model", model)
     layers = tuple(_resolve(base, arch.layers, model_type))
-    out_projs = tuple(_resolve(layer, arch.out_proj, model_type) for layer in layers)
-    weight = out_projs[0].weight
-    if arch.conv1d:
-        neurons, hidden = weight.shape
-    else:
-        hidden, neurons = weight.shape
-    return Layout(
-        model_type=model_type,
-        arch=arch,
-        layers=layers,
-        out_projs=out_projs,
-        neurons_per_layer=int(neurons),
-        hidden_size=int(hidden),
+    projections = [_resolve(layer, arch.out_proj, model_type) for layer in layers]
+    weight = projections[0].weight
+    hidden, width = weight.shape[::-1] if is_conv1d(projections[0]) else weight.shape
+    sites = tuple(
+        NeuronSite(layer=i, module=proj, block=block, width=int(width), hidden_size=int(hidden))
+        for i, (block, proj) in enumerate(zip(layers, projections, strict=True))
     )
+    return Layout(model_type=model_type, arch=arch, layers=layers, sites=sites, hidden_size=int(hidden))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,6 +16,34 @@ from torch import nn
 
 PreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
 PostHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Hooks to install together: forward pre-hooks, forward hooks, and pre-hooks that also receive
+    (and may replace) the module's keyword arguments. ``a + b`` installs both."""
+
+    pre: tuple[tuple[nn.Module, PreHook], ...] = ()
+    post: tuple[tuple[nn.Module, PostHook], ...] = ()
+    pre_with_kwargs: tuple[tuple[nn.Module, Callable[..., Any]], ...] = ()
+
+    def __add__(self, other: Hooks) -> Hooks:
+        return Hooks(self.pre + other.pre, self.post + other.post, self.pre_with_kwargs + other.pre_with_kwargs)
+
+    @staticmethod
+    def join(parts: Sequence[Hooks]) -> Hooks:
+        joined = Hooks()
+        for part in parts:
+            joined = joined + part
+        return joined
+
+
+@contextmanager
+def installed(hooks: Hooks | Sequence[Hooks]) -> Iterator[None]:
+    """Install ``hooks`` (one :class:`Hooks` or several) for the duration of the block."""
+    joined = hooks if isinstance(hooks, Hooks) else Hooks.join(hooks)
+    with installed_hooks(joined.pre, joined.post, joined.pre_with_kwargs):
+        yield
 
 
 @contextmanager

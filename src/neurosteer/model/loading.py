@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from neurosteer.model.architectures import architecture_for
+from neurosteer.model.architectures import REGISTRY, layout
 from neurosteer.model.bundled import BUNDLED, bundled_directory
-from neurosteer.util.errors import ModelLoadError
+from neurosteer.util.errors import ModelLoadError, UnsupportedArchitectureError
 from neurosteer.util.validation import check_device
 
 
@@ -45,8 +45,8 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def check_local_config(config: Path) -> None:
-    """Read a local ``config.json`` ourselves first: a clear line for a missing or broken file or
-    an architecture we have no adapter for, before transformers (or a model's own code) runs."""
+    """Read a local ``config.json`` ourselves first: a clear line for a missing or broken file,
+    before transformers (or a model's own code) runs."""
     if not config.is_file():
         raise ModelLoadError(f"{config.parent}: a directory without config.json is not a Hugging Face model")
     try:
@@ -55,7 +55,28 @@ def check_local_config(config: Path) -> None:
         raise ModelLoadError(f"{config}: not a readable JSON config ({_first_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
         raise ModelLoadError(f"{config}: has no model_type; is this a Hugging Face model directory?")
-    architecture_for(data["model_type"])
+    model_type = data["model_type"]
+    if model_type not in CONFIG_MAPPING and model_type not in REGISTRY and "auto_map" not in data:
+        raise UnsupportedArchitectureError(
+            f"model_type '{model_type}' is not supported: transformers has no such architecture (update "
+            "transformers, or load a model that ships its code with --trust-remote-code)"
+        )
+
+
+def check_architecture(config: Any, **common: Any) -> None:
+    """Refuse a model whose layers neurosteer cannot find, before any weight loads: the model is
+    built on the meta device (no memory, no weights) and its layout resolved."""
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=common.get("trust_remote_code", False)
+            )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UnsupportedArchitectureError(
+            f"model_type '{config.model_type}' is not a causal language model transformers can build "
+            f"({_first_line(exc)})"
+        ) from None
+    layout(skeleton)
 
 
 GGUF_MAGIC = b"GGUF"
@@ -107,7 +128,7 @@ def load_model(
         config = AutoConfig.from_pretrained(source, **common)
     except _LOAD_ERRORS as exc:
         raise ModelLoadError(f"{name_or_path}: cannot read its config ({_hint(exc)})") from None
-    architecture_for(config.model_type)
+    check_architecture(config, **common)
     kwargs: dict[str, Any] = {"dtype": dtype, **common}
     if device_map is not None:
         kwargs["device_map"] = device_map
