@@ -20,7 +20,7 @@ from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE
 from tiny import FAMILIES, tiny_model, tiny_tokenizer
 
-RMS_NORM_FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"}
+RMS_NORM_FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "granite"}
 
 
 def found(model, k=5):
@@ -45,6 +45,9 @@ def reference_effect(model, layer, index):
     elif family == "gpt_neox":
         block, final = base.layers[layer], base.final_layer_norm
         out_proj = block.mlp.dense_4h_to_h
+    elif family == "starcoder2":
+        block, final = base.layers[layer], base.norm
+        out_proj = block.mlp.c_proj
     else:
         block, final = base.layers[layer], base.norm
         out_proj = block.mlp.down_proj
@@ -52,7 +55,7 @@ def reference_effect(model, layer, index):
     unit = torch.zeros(1, width)
     unit[0, index] = 1.0
     w = (out_proj(unit) - out_proj(torch.zeros(1, width)))[0].double()  # the column, bias cancelled
-    if family in ("gemma2", "gemma3_text"):  # the MLP output passes one more norm
+    if family in ("gemma2", "gemma3_text", "olmo2"):  # the MLP output passes one more norm
         w = gain_times(block.post_feedforward_layernorm, w)
     w = gain_times(final, w) if family in RMS_NORM_FAMILIES else final.weight.double() * w
     head = model.get_output_embeddings()

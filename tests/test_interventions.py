@@ -14,26 +14,13 @@ from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL
 from neurosteer.discovery.contrast import collect_contrast
 from neurosteer.interventions import INTERVENTIONS, BuildOptions, check_methods
 from neurosteer.interventions.methods import build_steerers
+from neurosteer.model.architectures import layout
 from neurosteer.util.defaults import DISCOVERY
 from neurosteer.util.errors import NeurosteerError, SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from test_steering import logits
 from tiny import FAMILIES, tiny_model
-
-# Families whose blocks end in a norm after the attention/MLP output (Gemma 2/3's post-norms):
-# projecting the direction out of the writers' weights is not the same as out of the stream.
-POST_NORM_FAMILIES = {"gemma2", "gemma3_text"}
-# Families whose MLP output projection has a bias, which can hold patching's constant term.
-BIASED_OUTPUT_FAMILIES = {"gpt2", "gpt_neox", "opt"}
-
-
-def exact_bake(name: str, family: str) -> bool:
-    if name in ("caa", "clamp"):
-        return False
-    if name == "patch":
-        return family in BIASED_OUTPUT_FAMILIES
-    return not (name in ("ablation", "kernel") and family in POST_NORM_FAMILIES)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -58,12 +45,12 @@ def test_hooks_steer_and_revert_bit_exactly(built, name, tokenizer):
 
 @pytest.mark.parametrize("name", list(INTERVENTIONS))
 def test_bake_equals_hooks_where_it_claims_to(built, name, tokenizer):
-    family, model, interventions = built
+    _family, model, interventions = built
     intervention = interventions[name]
     with intervention.apply(model, 0.6):
         expected = logits(model, tokenizer)
     copied = copy.deepcopy(model)
-    if not exact_bake(name, family):
+    if not type(intervention).bakes_exactly(layout(model)):
         with pytest.raises(NeurosteerError, match="cannot be baked"):
             intervention.bake(copied, 0.6)
         return

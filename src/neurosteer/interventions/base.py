@@ -19,6 +19,7 @@ from torch import nn
 
 from neurosteer.discovery.contrast import ContrastStats
 from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.model.architectures import Layout
 from neurosteer.util.validation import finite
 
 
@@ -60,6 +61,11 @@ class Intervention(ABC):
     @abstractmethod
     def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
         """Hooks that steer ``model`` at ``strength`` while the block runs (``strength`` non-zero)."""
+
+    @classmethod
+    def bakes_exactly(cls, lay: Layout) -> bool:
+        """Whether :meth:`bake` reproduces the hooks exactly on a model of this layout (else it refuses)."""
+        return True
 
     @abstractmethod
     def bake(self, model: nn.Module, strength: float) -> nn.Module:

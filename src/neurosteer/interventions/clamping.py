@@ -30,7 +30,7 @@ from neurosteer.discovery.contrast import ContrastStats
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
-from neurosteer.model.architectures import layout
+from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.hooks import DeviceCache, installed
 from neurosteer.util.defaults import CLAMP
 from neurosteer.util.errors import NeurosteerError, SettingsError
@@ -110,6 +110,10 @@ class NeuronClamping(Intervention):
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(lay.neurons_per_layer)
         return installed([lay.sites[i].modifying(clamping(*terms[i], strength)) for i in terms])
+
+    @classmethod
+    def bakes_exactly(cls, lay: Layout) -> bool:
+        return False
 
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         raise NeurosteerError(

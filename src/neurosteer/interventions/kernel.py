@@ -25,7 +25,7 @@ from neurosteer.interventions.baselines import _projection_hook
 from neurosteer.interventions.weights import _edit, writer_linears
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.hooks import installed_hooks
-from neurosteer.model.sites import require_in_memory
+from neurosteer.model.sites import is_conv1d, require_in_memory
 from neurosteer.util.defaults import KERNEL
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import finite
@@ -119,6 +119,11 @@ class KernelAblation(Intervention):
             post += [(w, _projection_hook(unit, float(x))[1]) for w, x in zip(writers, weights, strict=True) if x != 0]
         return installed_hooks(post=post)
 
+    @classmethod
+    def bakes_exactly(cls, lay: Layout) -> bool:
+        """Not where a norm follows each block's output (Gemma 2/3, OLMo 2)."""
+        return lay.arch.attn_out_proj is not None
+
     @torch.no_grad()
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         lay, unit, attn, mlp = self._layer_weights(model, strength)
@@ -128,7 +133,7 @@ class KernelAblation(Intervention):
             if weight == 0:
                 continue
             require_in_memory(module.weight)
-            hidden_axis = 1 if type(module).__name__ == "Conv1D" else 0
+            hidden_axis = 1 if is_conv1d(module) else 0
             _edit(module.weight, unit.double(), hidden_axis=hidden_axis, strength=weight)
             if getattr(module, "bias", None) is not None:
                 bias = module.bias

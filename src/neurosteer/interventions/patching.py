@@ -28,7 +28,7 @@ from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.weights import bake
-from neurosteer.model.architectures import layout
+from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.hooks import DeviceCache, installed
 from neurosteer.util.errors import NeurosteerError
 
@@ -68,12 +68,16 @@ class NeuronPatching(Intervention):
         terms = self.layer_terms(strength, lay.neurons_per_layer)
         return installed([lay.sites[i].modifying(affine(*terms[i])) for i in terms])
 
+    @classmethod
+    def bakes_exactly(cls, lay: Layout) -> bool:
+        """Only where every output projection has a bias to hold the constant ``W c``."""
+        return all(site.has_bias for site in lay.sites)
+
     @torch.no_grad()
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
-        sites = [lay.sites[int(i)] for i in torch.unique(self.neurons.layers).tolist()]
-        if not all(site.has_bias for site in sites):
+        if not self.bakes_exactly(lay):
             raise NeurosteerError(
                 f"neuron patching adds a constant to each steered layer's MLP output, and {lay.model_type}'s "
                 "output projections have no bias to hold it, so it cannot be baked exactly; steer with hooks"

@@ -14,6 +14,7 @@ from neurosteer.discovery.directions import ResidualDirections
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.baselines import ablate_direction, add_vector
 from neurosteer.interventions.weights import bake_direction
+from neurosteer.model.architectures import Layout
 from neurosteer.util.errors import NeurosteerError
 
 
@@ -54,6 +55,11 @@ class DirectionAblation(Intervention):
     def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
         return ablate_direction(model, self.direction, strength=strength)
 
+    @classmethod
+    def bakes_exactly(cls, lay: Layout) -> bool:
+        """Not where a norm follows each block's output (Gemma 2/3, OLMo 2)."""
+        return lay.arch.attn_out_proj is not None
+
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         return bake_direction(model, self.direction, strength=strength)
 
@@ -85,6 +91,10 @@ class ActivationAddition(Intervention):
 
     def hooks(self, model: nn.Module, strength: float) -> AbstractContextManager:
         return add_vector(model, self.directions, self.layer, coefficient=-strength)
+
+    @classmethod
+    def bakes_exactly(cls, lay: Layout) -> bool:
+        return False
 
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         raise NeurosteerError(
