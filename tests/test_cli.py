@@ -223,3 +223,13 @@ def test_eval_runs_one_setting(workspace):
     written = json.loads(out.read_text())
     assert written["method"] == "cna" and 0.0 <= written["metrics"]["refusal_jailbreakbench"] <= 1.0
     assert len(written["answers"]["jailbreakbench"]) == 3
+
+
+@pytest.mark.parametrize("command", ["eval", "sweep"])
+def test_help_lists_every_registered_method(command):
+    from neurosteer.interventions import INTERVENTIONS
+
+    result = invoke(command, "--help", env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.replace("│", " ").split())
+    assert f"{', '.join(INTERVENTIONS)}" in text

@@ -23,6 +23,7 @@ from neurosteer.cli.common import (
     load_for,
     settings_from,
 )
+from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
 from neurosteer.util.errors import SettingsError
@@ -131,12 +132,14 @@ def load_judge(name: str | None, batch_size: int):
     return RefusalJudge(judge_model, judge_tokenizer, batch_size=batch_size)
 
 
+METHOD_NAMES = ", ".join(INTERVENTIONS)
+"""Every registered method, for help texts (never written by hand)."""
+
+
 @app.command(name="eval")
 @friendly_errors
 def evaluate(
-    method: Annotated[
-        str, typer.Option(help="none or a method: cna, caa, ablation, patch (see 'neurosteer list').")
-    ] = "none",
+    method: Annotated[str, typer.Option(help=f"none or a method: {METHOD_NAMES} (see 'neurosteer list').")] = "none",
     strength: Annotated[float, typer.Option(help="Method strength (see 'neurosteer sweep --help').")] = 1.0,
     behaviour: BehaviourOpt = None,
     eval_file: EvalFileOpt = None,
@@ -220,7 +223,7 @@ def sweep(
     eval_file: EvalFileOpt = None,
     methods: Annotated[
         str | None,
-        typer.Option(help="Comma-separated methods: cna, caa, ablation, patch (default: cna,caa,ablation)."),
+        typer.Option(help=f"Comma-separated methods: {METHOD_NAMES} (default: {','.join(DEFAULT_METHODS)})."),
     ] = None,
     strengths: Annotated[
         str | None,
@@ -261,7 +264,6 @@ def sweep(
     at one layer. A/B behaviours also get steerability.csv (per-question slopes).
     """
     from neurosteer.evaluation.bounds import Bounds, best_within_bounds
-    from neurosteer.interventions import DEFAULT_METHODS
     from neurosteer.interventions.methods import check_methods
     from neurosteer.runs.sweep import SweepConfig, parse_strengths, run_sweep
 
