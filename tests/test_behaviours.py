@@ -339,3 +339,24 @@ def test_ab_behaviours_have_an_attribution_target_but_select_by_statistics(token
     contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=4)
     chosen = default_selection(model, tokenizer, positive, negative, contrast, target=behaviour.default_target(8))
     assert chosen.method["score"] == DISCOVERY.statistics_score
+
+
+def test_every_metric_an_evaluation_emits_is_registered(ab_toml, tokenizer):
+    """Refusal with XSTest and a judge, and an A/B behaviour: each metric in a result row has a
+    registered direction and role, so tables, bounds and reports can read it."""
+    from contextlib import nullcontext
+
+    from neurosteer.metrics.judge import RefusalJudge
+    from neurosteer.metrics.registry import metric
+
+    model = tiny_model("llama")
+    plan = EvalPlan(n_harmful=2, n_harmless=2, n_xstest=1, max_new_tokens=2, batch_size=4)
+    judge = RefusalJudge(model, tokenizer, batch_size=4)
+    emitted = set(Evaluator(model, tokenizer, plan, behaviour="refusal", judge=judge).run(nullcontext()).metrics)
+    ab = Evaluator(
+        model, tokenizer, plan, behaviour=str(ab_toml / "numbers.toml"), eval_file=str(ab_toml / "held.json")
+    )
+    emitted |= set(ab.run(nullcontext()).metrics)
+    assert {"evasion_harmless", "xstest_safe_refusal", "judge_refusal_jailbreakbench", "p_matching"} <= emitted
+    for name in sorted(emitted):
+        assert metric(name).description

@@ -43,15 +43,41 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("degenerate", "share of answers that loop or collapse", False, "bound"),
         MetricInfo("kl", "first-token KL(unsteered || steered) on harmless prompts", False, "bound"),
         MetricInfo("mmlu", "MMLU accuracy (lm-eval)", True, "bound"),
+        MetricInfo("mmlu_stderr", "standard error of the MMLU accuracy", False),
+        MetricInfo("mmlu_questions", "MMLU questions asked", True),
+        MetricInfo(
+            "evasion_harmless", "evasions (asks what a plain request means) on harmless prompts", False, "bound"
+        ),
+        MetricInfo("xstest_safe_refusal", "refusal (markers) on XSTest's safe prompts (over-refusal)", False, "bound"),
+        MetricInfo("xstest_unsafe_compliance", "answers without refusal markers on XSTest's unsafe prompts", True),
+        MetricInfo("seconds", "wall-clock seconds the evaluation took", False),
     )
 }
 
+PER_SET: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("refusal_", "refusal (markers) on one held-out prompt set", True, "info"),
+        MetricInfo("evasion_", "evasions (asks what a plain request means) on one held-out prompt set", True, "info"),
+        MetricInfo("judge_refusal_", "refusal on one held-out set, as the judge model reads it", True, "info"),
+        MetricInfo(
+            "judge_compliance_", "answers doing what was asked on one set, as the judge reads it", False, "info"
+        ),
+    )
+}
+"""Metrics a behaviour emits once per held-out prompt set, named by prefix + the set's name."""
+
 
 def metric(name: str) -> MetricInfo:
-    try:
+    """The registered metric ``name`` (an exact entry, else a per-set prefix)."""
+    if name in METRICS:
         return METRICS[name]
-    except KeyError:
-        raise SettingsError(f"unknown metric '{name}'; known: {', '.join(METRICS)}") from None
+    for prefix in sorted(PER_SET, key=len, reverse=True):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return PER_SET[prefix]
+    raise SettingsError(
+        f"unknown metric '{name}'; known: {', '.join(METRICS)} and {', '.join(p + '<set>' for p in PER_SET)}"
+    )
 
 
 def better(name: str, value: float, limit: float) -> bool:

@@ -18,16 +18,16 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.util.atomic import atomic_path, check_writable
-from neurosteer.evaluation.behaviours.prompted import REFUSAL
 from neurosteer.discovery.contrast import collect_contrast
-from neurosteer.util.defaults import DEMO, EVAL, RUN, STEERING
 from neurosteer.discovery.find import default_selection
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.evaluation.behaviours.prompted import REFUSAL
 from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
 from neurosteer.interventions import BuildOptions, KernelAblation, default_steering
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
 from neurosteer.metrics.refusal import evasion_rate, refusal_rate
-from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.util.atomic import atomic_path, check_writable
+from neurosteer.util.defaults import DEMO, EVAL, RUN, STEERING
 from neurosteer.util.validation import finite, whole
 
 CONDITIONS = ("unsteered", "neurons", "ablation")

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from neurosteer.util.atomic import atomic_path
 from neurosteer.evaluation.bounds import Bounds, best_within_bounds
 from neurosteer.interventions import INTERVENTIONS
 from neurosteer.metrics.registry import METRICS
 from neurosteer.runs.sweep_files import NEURON_PAGE, per_question_steerability
+from neurosteer.util.atomic import atomic_path
 
 BOUND_PLOTS = ("quality", "kl", "mmlu")
 """Plotted against strength after the behaviour's own metric."""

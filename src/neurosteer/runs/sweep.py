@@ -12,25 +12,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel, Field
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.util.version import __version__
-from neurosteer.util.atomic import atomic_path
+from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.evaluation.behaviours import load_behaviour
-from neurosteer.util.console import console
-from neurosteer.util.errors import NeurosteerError, SettingsError
 from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
-from neurosteer.util.fingerprint import file_sha256, short_hash
 from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.interventions.methods import METHODS, build_steerers, check_methods
 from neurosteer.metrics.judge import RefusalJudge
-from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.runs.report import write_report
-from neurosteer.runs.sweep_files import NEURON_PAGE, cell_key, per_question_steerability
+from neurosteer.runs.sweep_files import NEURON_PAGE, cell_key
+from neurosteer.util.atomic import atomic_path
+from neurosteer.util.console import console
+from neurosteer.util.errors import NeurosteerError, SettingsError
+from neurosteer.util.fingerprint import file_sha256, short_hash
 from neurosteer.util.validation import finite
+from neurosteer.util.version import __version__
 
 DEFAULT_STRENGTHS: dict[str, list[float]] = {name: list(cls.default_strengths) for name, cls in INTERVENTIONS.items()}
 

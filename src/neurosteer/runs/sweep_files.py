@@ -25,6 +25,7 @@ def cell_key(method: str, strength: float) -> str:
 def per_question_steerability(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method, the steerability slope and anti-steerable share over its cells and the
     unsteered one, from the per-question logit differences in the answer files (A/B only)."""
+
     def diffs(row: dict[str, Any]) -> list[float] | None:
         path = out / "answers" / f"{cell_key(row['method'], row['strength'])}.json"
         if not path.is_file():

@@ -28,17 +28,12 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.util.version import __version__
-from neurosteer.model.architectures import layout
-from neurosteer.util.atomic import atomic_path
-from neurosteer.evaluation.behaviours import Behaviour, Evaluation, load_behaviour
-from neurosteer.util.console import track
 from neurosteer.discovery.contrast import ContrastStats, collect_contrast
-from neurosteer.util.defaults import CLAMP, DISCOVERY, PATCH, TUNE_KL_PROMPTS, TUNE_SPACES
 from neurosteer.discovery.find import neurons_from_contrast
-from neurosteer.util.errors import NeurosteerError, SettingsError
+from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.discovery.scores import Attribution
+from neurosteer.evaluation.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.evaluation.evaluator import EvalPlan
-from neurosteer.util.fingerprint import short_hash
 from neurosteer.interventions import (
     Intervention,
     Kernel,
@@ -48,9 +43,14 @@ from neurosteer.interventions import (
     NeuronScaling,
 )
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
-from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.model.architectures import layout
+from neurosteer.util.atomic import atomic_path
+from neurosteer.util.console import track
+from neurosteer.util.defaults import CLAMP, DISCOVERY, PATCH, TUNE_KL_PROMPTS, TUNE_SPACES
+from neurosteer.util.errors import NeurosteerError, SettingsError
+from neurosteer.util.fingerprint import short_hash
 from neurosteer.util.prompts import load_prompts
-from neurosteer.discovery.scores import Attribution
+from neurosteer.util.version import __version__
 
 Goal = Literal["remove", "amplify"]
 

@@ -8,8 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from neurosteer.util.atomic import atomic_path
 from neurosteer.runs.report import _png
+from neurosteer.util.atomic import atomic_path
 
 
 def best_in_bounds(rows: list[dict[str, Any]], max_kl: float, goal: str) -> dict[str, Any] | None:
