@@ -108,6 +108,6 @@ def test_sites_reshape_flattened_positions_back():
     model = tiny_model("opt")
     lay = layout(model)
     seen = []
-    with neurosteer.model.hooks.installed(lay.sites[1].reading(seen.append)), torch.no_grad():
+    with neurosteer.model.hooks.installed(lay.sites[1].reading(lambda v, _u, _r: seen.append(v))), torch.no_grad():
         model(input_ids=torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]]))
     assert seen[0].shape == (2, 4, NEURONS)

@@ -88,20 +88,26 @@ def _batches(model, tokenizer, prompts, batch_size, description, progress, chat_
 def _tail_means(model, tokenizer, prompts, lay, positions, batch_size, progress, chat_template) -> torch.Tensor:
     """``[layers, positions, neurons]`` mean activation of ``prompts`` at their last positions."""
     total = torch.zeros(lay.n_layers, positions, lay.neurons_per_layer, dtype=torch.float64)
-    count = 0
-    seen: dict[int, torch.Tensor] = {}
 
     def reader(layer: int):
-        return lambda values: seen.__setitem__(layer, values)
+        def read(values: torch.Tensor, units: slice, routed: torch.Tensor | None) -> None:
+            values = values[:, -positions:].double()
+            if routed is None:
+                counts[layer, :, units] += values.shape[0]
+            else:
+                mask = routed[:, -positions:].double()
+                values = values * mask[..., None]
+                counts[layer, :, units] += mask.sum(0).cpu()[:, None]
+            total[layer, :, units] += values.sum(0).cpu()
 
+        return read
+
+    counts = torch.zeros_like(total)
     hooks = [site.reading(reader(site.layer)) for site in lay.sites]
     with installed(hooks), torch.inference_mode():
         for batch in _batches(model, tokenizer, prompts, batch_size, "mean activations", progress, chat_template):
             forward_base(model, batch)  # activations only: no LM head
-            for layer, values in seen.items():
-                total[layer] += values[:, -positions:].double().sum(0).cpu()
-            count += batch.input_ids.shape[0]
-    return total / count
+    return total / counts.clamp(min=1)  # an expert neuron's mean over the tokens routed to it
 
 
 def attribution_scores(
@@ -141,11 +147,11 @@ def attribution_scores(
         mu = negative_mean.double().cpu()
     scores = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.float64)
     gradient = torch.zeros_like(scores)
-    for layer, values, grad in _tail_gradients(
+    for layer, units, values, grad in _tail_gradients(
         model, tokenizer, positive, metric, lay, positions, batch_size, progress, chat_template
     ):
-        scores[layer] += (grad * (values - mu[layer])).sum((0, 1))
-        gradient[layer] += grad.sum((0, 1))
+        scores[layer, units] += (grad * (values - mu[layer][:, units])).sum((0, 1))
+        gradient[layer, units] += grad.sum((0, 1))
     return Attribution(scores=scores / len(positive), gradient=gradient / len(positive), negative_mean=mu)
 
 
@@ -178,10 +184,10 @@ def gap_attribution_scores(
             f"{tuple(negative_mean.shape)}"
         )
     gradient = torch.zeros(shape, dtype=torch.float64)
-    for layer, _values, grad in _tail_gradients(
+    for layer, units, _values, grad in _tail_gradients(
         model, tokenizer, prompts, metric, lay, positions, batch_size, progress, chat_template
     ):
-        gradient[layer] += grad.sum((0, 1))
+        gradient[layer, units] += grad.sum((0, 1))
     gradient /= len(prompts)
     gap = positive_mean.double().cpu() - negative_mean.double().cpu()
     return Attribution(scores=gradient * gap, gradient=gradient, negative_mean=negative_mean.double().cpu()[:, None])
@@ -197,15 +203,17 @@ def _tail_gradients(
     batch_size: int,
     progress: bool,
     chat_template: bool,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Per batch and layer: ``(layer, activations, gradient of the summed metric)`` at each
+) -> Iterator[tuple[int, slice, torch.Tensor, torch.Tensor]]:
+    """Per batch and site: ``(layer, units, activations, gradient of the summed metric)`` at each
     prompt's last ``positions`` tokens, ``[rows, positions, neurons]`` in float64 on the CPU. One
     forward and one backward pass per batch; the metric gets the batch rows' prompt indices."""
-    kept: dict[int, torch.Tensor] = {}
+    kept: dict[tuple[int, int], tuple[slice, torch.Tensor]] = {}
 
     def keeper(layer: int):
-        def keep(values: torch.Tensor) -> None:
-            kept[layer] = values  # in the graph, so the gradient flows through every later layer too
+        def keep(values: torch.Tensor, units: slice, _routed: torch.Tensor | None) -> None:
+            # In the graph, so the gradient flows through every later layer too. An expert's tokens
+            # that were not routed to it get no gradient, so they add nothing to its score.
+            kept[(layer, units.start)] = (units, values)
 
         return keep
 
@@ -222,11 +230,17 @@ def _tail_gradients(
             label = "prompts (gradients)"
             for batch in _batches(model, tokenizer, prompts, batch_size, label, progress, chat_template):
                 logits = next_token_logits(model, batch)
-                layers = sorted(kept)
-                grads = torch.autograd.grad(metric(logits, batch.rows).sum(), [kept[i] for i in layers])
-                for layer, grad in zip(layers, grads, strict=True):
-                    values = kept[layer].detach()[:, -positions:].double().cpu()
-                    yield layer, values, grad[:, -positions:].double().cpu()
+                keys = sorted(kept)
+                grads = torch.autograd.grad(metric(logits, batch.rows).sum(), [kept[k][1] for k in keys])
+                for key, grad in zip(keys, grads, strict=True):
+                    units, values = kept[key]
+                    layer = key[0]
+                    yield (
+                        layer,
+                        units,
+                        values.detach()[:, -positions:].double().cpu(),
+                        grad[:, -positions:].double().cpu(),
+                    )
                 kept.clear()
     finally:
         model.train(was_training)

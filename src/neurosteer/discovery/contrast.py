@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class ContrastStats:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            "model": asdict(self.model),
+            "model": self.model.as_dict(),
             "prompts": self.prompts,
             "chat_template": self.chat_template,
             "version": self.version,
@@ -86,6 +86,7 @@ class ContrastStats:
             stats = getattr(self, side)
             tensors[f"{side}.total"] = stats.total.contiguous()
             tensors[f"{side}.total_sq"] = stats.total_sq.contiguous()
+            tensors[f"{side}.counts"] = stats.counts.contiguous()
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"neurosteer_contrast": json.dumps(self.metadata())})
         return path
@@ -119,6 +120,11 @@ def _stats(tensors: dict[str, torch.Tensor], side: str, count: int) -> RunningSt
         raise ValueError(f"{side}: arrays of shapes {tuple(total.shape)} and {tuple(total_sq.shape)}")
     stats = RunningStats(*total.shape)
     stats.total, stats.total_sq, stats.count = total.double(), total_sq.double(), whole(f"{side} count", count)
+    # Files written before per-neuron counts: every neuron saw every prompt.
+    counts = tensors.get(f"{side}.counts")
+    if counts is not None and counts.shape != total.shape:
+        raise ValueError(f"{side}: counts of shape {tuple(counts.shape)} for arrays of shape {tuple(total.shape)}")
+    stats.counts = counts.double() if counts is not None else torch.full_like(stats.total, float(stats.count))
     return stats
 
 

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
 from neurosteer.discovery.contrast import ContrastStats, collect_contrast
-from neurosteer.discovery.neuronset import ModelSignature, NeuronSet
+from neurosteer.discovery.neuronset import ModelSignature, NeuronSet, split_units
 from neurosteer.discovery.scores import SCORES, Score, check_score, make_score, neuron_scores
 from neurosteer.model.architectures import layout
 from neurosteer.model.encoding import Prompt
@@ -284,22 +284,28 @@ def select_neurons(
     """
     if not bool(torch.isfinite(scores).all()):
         raise SettingsError("some neuron scores are NaN or infinite; the model produced non-finite activations")
-    universal = ((positive.total_sq + negative.total_sq) / (positive.count + negative.count)).sqrt()
-    allowed = candidate_mask(universal, skip_layers, drop_universal, max_layer)
-    layers, indices = rank(scores, allowed, k)
-    if not bool(scores[layers, indices].abs().max() > 0):
+    universal = ((positive.total_sq + negative.total_sq) / (positive.counts + negative.counts).clamp(min=1)).sqrt()
+    # A unit no prompt ever reached (an expert never routed to, or past a narrower layer's width) is not a neuron.
+    allowed = candidate_mask(universal, skip_layers, drop_universal, max_layer) & (
+        (positive.counts + negative.counts) > 0
+    )
+    layers, units = rank(scores, allowed, k)
+    if not len(layers) or not bool(scores[layers, units].abs().max() > 0):
         raise SettingsError(
             "no neuron separates the two prompt sets (every selected score is 0); "
             "check that the positive and negative prompts differ in the behaviour"
         )
+    signature = ModelSignature.of(model)
+    experts, indices = split_units(signature, units)
     return NeuronSet(
         layers=layers,
         indices=indices,
-        scores=scores[layers, indices].float(),
-        mean_positive=positive.mean[layers, indices].float(),
-        mean_negative=negative.mean[layers, indices].float(),
-        spread_negative=negative.var[layers, indices].sqrt().float(),
-        model=ModelSignature.of(model),
+        experts=experts if signature.n_experts else None,
+        scores=scores[layers, units].float(),
+        mean_positive=positive.mean[layers, units].float(),
+        mean_negative=negative.mean[layers, units].float(),
+        spread_negative=negative.var[layers, units].sqrt().float(),
+        model=signature,
         method={**(method or {}), "kept": len(layers)},
         prompts=prompts or {},
         version=__version__,

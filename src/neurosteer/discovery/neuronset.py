@@ -25,7 +25,7 @@ from neurosteer.util.validation import whole
 FORMAT_VERSION = 1
 _WHOLE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _ARRAYS = ("layers", "indices", "scores", "mean_positive", "mean_negative")
-_OPTIONAL_ARRAYS = ("spread_negative",)
+_OPTIONAL_ARRAYS = ("spread_negative", "experts")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,22 @@ class ModelSignature:
     neurons_per_layer: int
     hidden_size: int
     config_fingerprint: str
+    n_experts: int = 0
+    """Routed experts per mixture-of-experts layer (0: a dense model)."""
+    expert_width: int = 0
+    """Neurons per routed expert; a layer's expert neurons follow its dense (or shared) ones."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The signature as stored and hashed; a dense model's has no expert fields (as before they
+        existed), so its sets keep their fingerprints."""
+        data = asdict(self)
+        if not self.n_experts:
+            del data["n_experts"], data["expert_width"]
+        return data
+
+    @property
+    def dense_width(self) -> int:
+        return self.neurons_per_layer - self.n_experts * self.expert_width
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "neurons_per_layer", "hidden_size"):
@@ -45,6 +61,12 @@ class ModelSignature:
                 raise NeuronFileError(f"model signature: {name} must be a positive whole number, got {value!r}")
         if not isinstance(self.model_type, str) or not self.model_type:
             raise NeuronFileError(f"model signature: model_type must be a name, got {self.model_type!r}")
+        for name in ("n_experts", "expert_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise NeuronFileError(f"model signature: {name} must be a whole number, got {value!r}")
+        if (self.n_experts == 0) != (self.expert_width == 0) or self.dense_width < 0:
+            raise NeuronFileError("model signature: n_experts and expert_width do not describe a layer")
 
     @classmethod
     def of(cls, model: nn.Module, lay: Layout | None = None) -> ModelSignature:
@@ -55,6 +77,8 @@ class ModelSignature:
             neurons_per_layer=lay.neurons_per_layer,
             hidden_size=lay.hidden_size,
             config_fingerprint=config_fingerprint(model),
+            n_experts=lay.n_experts,
+            expert_width=lay.expert_width,
         )
 
 
@@ -77,7 +101,7 @@ def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
     for name in ("layers", "indices"):
         if arrays[name].dtype not in _WHOLE_DTYPES:
             raise NeuronFileError(f"{name} must hold whole numbers, got {arrays[name].dtype}")
-    for name in ("scores", "mean_positive", "mean_negative", *_OPTIONAL_ARRAYS):
+    for name in ("scores", "mean_positive", "mean_negative", "spread_negative"):
         if name not in arrays:
             continue
         if not arrays[name].dtype.is_floating_point:
@@ -85,16 +109,52 @@ def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
         if not bool(torch.isfinite(arrays[name]).all()):
             raise NeuronFileError(f"{name} holds NaN or infinite values")
     layers, indices = arrays["layers"].long(), arrays["indices"].long()
-    for name, values, limit in (("layers", layers, model.n_layers), ("indices", indices, model.neurons_per_layer)):
-        if int(values.min()) < 0 or int(values.max()) >= limit:
-            raise NeuronFileError(
-                f"{name} must lie in [0, {limit - 1}] for a {model.model_type} model with "
-                f"{model.n_layers} layers x {model.neurons_per_layer} neurons; "
-                f"found {int(values.min())}..{int(values.max())}"
-            )
-    flat = layers * model.neurons_per_layer + indices
+    experts = arrays["experts"].long() if "experts" in arrays else torch.full_like(layers, -1)
+    if "experts" in arrays and arrays["experts"].dtype not in _WHOLE_DTYPES:
+        raise NeuronFileError(f"experts must hold whole numbers, got {arrays['experts'].dtype}")
+    if int(experts.min()) < -1 or int(experts.max()) >= model.n_experts:
+        raise NeuronFileError(
+            f"experts must lie in [-1, {model.n_experts - 1}] (-1: a dense or shared-expert neuron) for a "
+            f"{model.model_type} model with {model.n_experts} experts per layer; found "
+            f"{int(experts.min())}..{int(experts.max())}"
+        )
+    if int(layers.min()) < 0 or int(layers.max()) >= model.n_layers:
+        raise NeuronFileError(
+            f"layers must lie in [0, {model.n_layers - 1}] for a {model.model_type} model with "
+            f"{model.n_layers} layers x {model.neurons_per_layer} neurons; "
+            f"found {int(layers.min())}..{int(layers.max())}"
+        )
+    limit = torch.where(experts < 0, model.dense_width, model.expert_width)
+    if int(indices.min()) < 0 or bool((indices >= limit).any()):
+        width = (
+            model.neurons_per_layer
+            if not model.n_experts
+            else f"{model.dense_width} dense / {model.expert_width} per expert"
+        )
+        raise NeuronFileError(
+            f"indices must lie in [0, {model.dense_width - 1 if not model.n_experts else 'width - 1'}] for a "
+            f"{model.model_type} model with {model.n_layers} layers x {width} neurons; "
+            f"found {int(indices.min())}..{int(indices.max())}"
+        )
+    flat = layers * model.neurons_per_layer + unit_index(model, experts, indices)
     if len(torch.unique(flat)) != len(flat):
         raise NeuronFileError("the same neuron is listed more than once")
+
+
+def unit_index(model: ModelSignature, experts: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Each neuron's place in its layer's neuron space: a dense (or shared-expert) neuron's index,
+    or, for expert ``e``'s neuron ``i``, ``dense_width + e · expert_width + i``."""
+    experts, indices = experts.long(), indices.long()
+    return torch.where(experts < 0, indices, model.dense_width + experts.clamp(min=0) * model.expert_width + indices)
+
+
+def split_units(model: ModelSignature, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(experts, indices)`` of places in a layer's neuron space (the inverse of :func:`unit_index`)."""
+    units = units.long()
+    routed = units >= model.dense_width if model.n_experts else torch.zeros_like(units, dtype=torch.bool)
+    offset = (units - model.dense_width).clamp(min=0)
+    width = max(model.expert_width, 1)
+    return torch.where(routed, offset // width, -1), torch.where(routed, offset % width, units)
 
 
 @dataclass
@@ -113,6 +173,21 @@ class NeuronSet:
     spread_negative: torch.Tensor | None = None
     """Each neuron's standard deviation on the negative prompts (where clamping puts the edge of
     its range); ``None`` in sets saved before it was recorded."""
+    experts: torch.Tensor | None = None
+    """Each neuron's routed expert, -1 for a neuron of a dense MLP or a shared expert (whose index
+    counts within the shared expert's width); ``None`` for a dense model's set."""
+
+    @property
+    def units(self) -> torch.Tensor:
+        """Each neuron's place in its layer's neuron space (see :func:`unit_index`)."""
+        if self.experts is None:
+            return self.indices.long()
+        return unit_index(self.model, self.experts, self.indices)
+
+    @property
+    def expert_of(self) -> torch.Tensor:
+        """Each neuron's expert (-1: dense or shared), also for sets without an ``experts`` array."""
+        return self.experts.long() if self.experts is not None else torch.full_like(self.layers.long(), -1)
 
     def __post_init__(self) -> None:
         check_arrays({name: getattr(self, name) for name in self._present()}, self.model)
@@ -121,7 +196,7 @@ class NeuronSet:
 
     def _present(self) -> tuple[str, ...]:
         """The names of the arrays this set holds (the optional one only when recorded)."""
-        return _ARRAYS + (() if self.spread_negative is None else _OPTIONAL_ARRAYS)
+        return _ARRAYS + tuple(name for name in _OPTIONAL_ARRAYS if getattr(self, name) is not None)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -140,7 +215,7 @@ class NeuronSet:
         for layer in torch.unique(self.layers).tolist():
             picked = self.layers == layer
             vector = torch.full((width,), float(fill))
-            vector[self.indices[picked]] = values[picked].float()
+            vector[self.units[picked]] = values[picked].float()
             vectors[int(layer)] = vector
         return vectors
 
@@ -167,8 +242,9 @@ class NeuronSet:
             {
                 "layers": self.layers.tolist(),
                 "indices": self.indices.tolist(),
+                **({"experts": self.experts.tolist()} if self.experts is not None else {}),
                 "scores": [round(float(s), 6) for s in self.scores],
-                "model": asdict(self.model),
+                "model": self.model.as_dict(),
             },
             sort_keys=True,
         )
@@ -186,10 +262,12 @@ class NeuronSet:
         """Raise ``IncompatibleNeuronsError`` unless ``model`` has this set's type and shape."""
         theirs = ModelSignature.of(model, lay)
         mine = self.model
-        if (theirs.model_type, theirs.n_layers, theirs.neurons_per_layer) != (
+        if (theirs.model_type, theirs.n_layers, theirs.neurons_per_layer, theirs.n_experts, theirs.expert_width) != (
             mine.model_type,
             mine.n_layers,
             mine.neurons_per_layer,
+            mine.n_experts,
+            mine.expert_width,
         ):
             raise IncompatibleNeuronsError(
                 f"these neurons come from a {mine.model_type} model with {mine.n_layers} layers x "
@@ -200,7 +278,7 @@ class NeuronSet:
     def metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
-            "model": asdict(self.model),
+            "model": self.model.as_dict(),
             "method": self.method,
             "prompts": self.prompts,
             "version": self.version,
@@ -213,7 +291,9 @@ class NeuronSet:
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         tensors = {
-            name: getattr(self, name).to(torch.int64 if name in ("layers", "indices") else torch.float32).contiguous()
+            name: getattr(self, name)
+            .to(torch.int64 if name in ("layers", "indices", "experts") else torch.float32)
+            .contiguous()
             for name in self._present()
         }
         with atomic_path(path) as tmp:

@@ -118,7 +118,7 @@ class Selective(Score):
         benefit = torch.empty_like(stats.neurons_positive.mean)
         cost = torch.empty_like(benefit)
         for layer in range(lay.n_layers):
-            columns = lay.sites[layer].output_columns()
+            columns = lay.columns(layer)
             benefit[layer] = stats.neurons_positive.mean[layer] * (direction[layer] @ columns)
             cost[layer] = negative_mean_square[layer].to(columns.dtype) * columns.square().sum(0)
         sample = cost.flatten().float()[:: max(1, cost.numel() // 1_000_000)]

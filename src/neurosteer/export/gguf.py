@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.export import refuse_experts
 from neurosteer.interventions.steering import Factor, per_neuron_factors
 from neurosteer.model.architectures import layout
 from neurosteer.model.bundled import BUNDLED, part_paths
@@ -98,6 +99,7 @@ def steered_tensors(
 
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
+    refuse_experts(lay, "a GGUF file")
     factors = per_neuron_factors(neurons, factor).numpy()
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     names = _gguf_names(arch, lay.n_layers)
@@ -105,7 +107,7 @@ def steered_tensors(
     dtype = np.float32 if tensor_type == "f32" else np.float16
     changed = {}
     for layer in torch.unique(neurons.layers).tolist():
-        hf_name = lay.sites[int(layer)].parameter_name(model)
+        hf_name = lay.layer_sites(int(layer))[0].parameter_name(model)
         name = names.get_name(hf_name + ".weight", try_suffixes=(".weight",))
         if name is None or name not in tensors:
             raise NeurosteerError(f"no GGUF tensor for {hf_name} in this file (looked for {name!r})")

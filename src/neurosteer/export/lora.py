@@ -27,6 +27,7 @@ from torch import nn
 
 from neurosteer.discovery.directions import unit_direction
 from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.export import refuse_experts
 from neurosteer.interventions.steering import Factor, per_neuron_factors
 from neurosteer.interventions.weights import writer_linears
 from neurosteer.model.architectures import Layout, layout
@@ -74,11 +75,12 @@ def neuron_updates(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -
     """Per affected MLP output projection (by its name in ``model``), the update that scales ``neurons``."""
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
+    refuse_experts(lay, "a LoRA adapter")
     factors = per_neuron_factors(neurons, factor).double()
     updates = {}
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
-        site = lay.sites[int(layer)]
+        site = lay.layer_sites(int(layer))[0]
         weight = site.output_columns()
         index = neurons.indices[picked]
         a = torch.zeros(len(index), weight.shape[1], dtype=torch.float64)

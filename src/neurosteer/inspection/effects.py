@@ -72,9 +72,10 @@ def _row_scaling_hooks(lay: Layout, neurons: NeuronSet, factors: torch.Tensor, r
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
         scale = torch.ones(len(rows), lay.neurons_per_layer)
-        scale[:, neurons.indices[picked]] = factors[rows][:, picked]
+        scale[:, neurons.units[picked]] = factors[rows][:, picked]
         cache = DeviceCache(scale[:, None, :])
-        hooks.append(lay.sites[int(layer)].modifying(lambda x, cache=cache: x * cache.like(x)))
+        for site in lay.layer_sites(int(layer)):
+            hooks.append(site.modifying(lambda x, units, cache=cache: x * cache.like(x)[..., units]))
     return hooks
 
 

@@ -66,28 +66,34 @@ def top_firings(
     n = len(neurons)
     best_values = torch.full((n, 0), float("-inf"))
     best_places = torch.zeros((n, 0, 2), dtype=torch.long)
-    columns = {
-        int(layer): (neurons.layers == layer).nonzero().flatten() for layer in torch.unique(neurons.layers).tolist()
-    }
-    current: dict[int, torch.Tensor] = {}
+    units = neurons.units
+    current: dict[str, torch.Tensor] = {}
 
     def reader(layer: int):
-        def read(values: torch.Tensor) -> None:
-            picked = neurons.indices[columns[layer]].to(values.device)
-            current[layer] = values[..., picked].float().cpu()
+        mine = (neurons.layers == layer).nonzero().flatten()
+
+        def read(values: torch.Tensor, site_units: slice, routed: torch.Tensor | None) -> None:
+            inside = mine[(units[mine] >= site_units.start) & (units[mine] < site_units.stop)]
+            if not len(inside):
+                return
+            picked = values[..., (units[inside] - site_units.start).to(values.device)].float().cpu()
+            if routed is not None:  # an expert's neurons exist only on the tokens routed to it
+                picked = picked.masked_fill(~routed.cpu()[..., None], float("-inf"))
+            if "values" not in current:
+                current["values"] = torch.full((*values.shape[:2], n), float("-inf"))
+            current["values"][..., inside] = picked
 
         return read
 
-    hooks = [lay.sites[layer].reading(reader(layer)) for layer in columns]
+    hooks = [site.reading(reader(site.layer)) for site in lay.sites if bool((neurons.layers == site.layer).any())]
     device = input_device(model)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
     with installed(hooks):
         for batch in track(batches, "where neurons fire", total=-(-len(ids) // batch_size), enabled=progress):
+            current.clear()
             forward_base(model, batch.to(device))
             width = batch.input_ids.shape[1]
-            values = torch.empty(len(batch.rows), width, n)
-            for layer, where in columns.items():
-                values[..., where] = current[layer]
+            values = current.get("values", torch.full((len(batch.rows), width, n), float("-inf")))
             lengths = batch.attention_mask.sum(1)
             offset = width - lengths  # left padding: token t of a prompt sits at column offset + t
             position = torch.arange(width)[None, :] - offset[:, None]

@@ -43,7 +43,7 @@ def written_directions(model: nn.Module, neurons: NeuronSet, lay: Layout | None 
     columns = torch.empty(lay.hidden_size, len(neurons), dtype=torch.float64)
     for layer in torch.unique(neurons.layers).tolist():
         picked = (neurons.layers == layer).nonzero().flatten()
-        written = lay.sites[int(layer)].output_columns()[:, neurons.indices[picked]]
+        written = lay.columns(int(layer))[:, neurons.units[picked]]
         if arch.mlp_output_norm:
             norm = _resolve(lay.layers[int(layer)], arch.mlp_output_norm, lay.model_type)
             written = written * _gain(norm, arch.gain_offset, lay.hidden_size)[:, None]

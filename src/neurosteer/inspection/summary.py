@@ -83,7 +83,7 @@ class Inspection:
                 "kl_steered": self.effects.kl_steered,
             }
         return {
-            "model": asdict(self.neurons.model),
+            "model": self.neurons.model.as_dict(),
             "method": self.neurons.method,
             "n_neurons": len(self.neurons),
             "factor": self.factor if isinstance(self.factor, int | float) else None,

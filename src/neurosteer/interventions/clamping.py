@@ -52,9 +52,9 @@ def clamping(side: torch.Tensor, edge: torch.Tensor, strength: float):
     (+1, -1, or 0 for neurons left alone), on the activations' last axis."""
     sides, edges = DeviceCache(side), DeviceCache(edge)
 
-    def op(x: torch.Tensor) -> torch.Tensor:
-        d = sides.like(x)
-        return x - strength * d * torch.relu(d * (x - edges.like(x)))
+    def op(x: torch.Tensor, units: slice) -> torch.Tensor:
+        d = sides.like(x)[units]
+        return x - strength * d * torch.relu(d * (x - edges.like(x)[units]))
 
     return op
 
@@ -109,7 +109,7 @@ class NeuronClamping(Intervention):
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(lay.neurons_per_layer)
-        return installed([lay.sites[i].modifying(clamping(*terms[i], strength)) for i in terms])
+        return installed([site.modifying(clamping(*terms[i], strength)) for i in terms for site in lay.layer_sites(i)])
 
     @classmethod
     def bakes_exactly(cls, lay: Layout) -> bool:

@@ -36,7 +36,7 @@ from neurosteer.util.errors import NeurosteerError
 def affine(scale: torch.Tensor, offset: torch.Tensor):
     """The operation ``x * scale + offset`` on the activations' last axis."""
     scales, offsets = DeviceCache(scale), DeviceCache(offset)
-    return lambda x: x * scales.like(x) + offsets.like(x)
+    return lambda x, units: x * scales.like(x)[units] + offsets.like(x)[units]
 
 
 @dataclass
@@ -66,7 +66,7 @@ class NeuronPatching(Intervention):
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(strength, lay.neurons_per_layer)
-        return installed([lay.sites[i].modifying(affine(*terms[i])) for i in terms])
+        return installed([site.modifying(affine(*terms[i])) for i in terms for site in lay.layer_sites(i)])
 
     @classmethod
     def bakes_exactly(cls, lay: Layout) -> bool:
@@ -83,12 +83,12 @@ class NeuronPatching(Intervention):
                 "output projections have no bias to hold it, so it cannot be baked exactly; steer with hooks"
             )
         constants = {
-            layer: lay.sites[layer].output_columns() @ offset.double()
+            layer: lay.columns(layer) @ offset.double()
             for layer, (_, offset) in self.layer_terms(strength, lay.neurons_per_layer).items()
         }
         bake(model, self.neurons, factor=1.0 - strength)
         for layer, constant in constants.items():
-            lay.sites[layer].add_to_bias(constant)
+            lay.layer_sites(layer)[0].add_to_bias(constant)
         return model
 
     def describe(self) -> dict[str, Any]:

@@ -51,11 +51,12 @@ def scaling(scale: torch.Tensor, last_positions: int | None = None):
     """
     cache = DeviceCache(scale)
 
-    def op(x: torch.Tensor) -> torch.Tensor:
+    def op(x: torch.Tensor, units: slice) -> torch.Tensor:
+        factor = cache.like(x)[units]
         if last_positions is None or x.shape[-2] <= last_positions:
-            return x * cache.like(x)
+            return x * factor
         head, tail = x[..., :-last_positions, :], x[..., -last_positions:, :]
-        return torch.cat([head, tail * cache.like(x)], dim=-2)
+        return torch.cat([head, tail * factor], dim=-2)
 
     return op
 
@@ -83,7 +84,11 @@ def steer(
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)
-    hooks = [lay.sites[layer].modifying(scaling(scale, last_positions)) for layer, scale in scales.items()]
+    hooks = [
+        site.modifying(scaling(scale, last_positions))
+        for layer, scale in scales.items()
+        for site in lay.layer_sites(layer)
+    ]
     marked = position_dependent(model) if last_positions is not None else nullcontext()
     with installed(hooks), marked:
         yield model

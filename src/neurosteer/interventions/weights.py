@@ -30,9 +30,11 @@ def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Modul
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     factors = per_neuron_factors(neurons, factor)
-    for layer in torch.unique(neurons.layers).tolist():
-        picked = neurons.layers == layer
-        lay.sites[int(layer)].scale_columns(neurons.indices[picked], factors[picked])
+    units = neurons.units
+    for site in lay.sites:
+        picked = (neurons.layers == site.layer) & (units >= site.units.start) & (units < site.units.stop)
+        if bool(picked.any()):
+            site.scale_columns(units[picked] - site.units.start, factors[picked])
     return model
 
 
@@ -99,6 +101,6 @@ def bake_record(neurons: NeuronSet | None, factor: Any, *, source: str, **extra:
             n_neurons=len(neurons),
             factor=factor,
             method=neurons.method,
-            neurons_model=neurons.model.__dict__,
+            neurons_model=neurons.model.as_dict(),
         )
     return record

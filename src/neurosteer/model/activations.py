@@ -135,12 +135,15 @@ def last_token_stats(
     prefix, ids = split_shared_prefix(model, ids, device, share=share_prefix)
     current: dict[str, torch.Tensor] = {}
 
-    def take_last(site: Site, layer: int, values: torch.Tensor) -> None:
+    def take_last(
+        site: Site, layer: int, values: torch.Tensor, units: slice | None = None, routed: torch.Tensor | None = None
+    ) -> None:
         last = current["last"].to(values.device)
-        stats[site].add(layer, values[torch.arange(values.shape[0], device=values.device), last])
+        rows = torch.arange(values.shape[0], device=values.device)
+        stats[site].add(layer, values[rows, last], units, None if routed is None else routed[rows, last])
 
     def neuron_reader(layer: int):
-        return lambda values: take_last("neurons", layer, values)
+        return lambda values, units, routed: take_last("neurons", layer, values, units, routed)
 
     def residual_reader(layer: int):
         return lambda _module, _args, output: take_last("residual", layer, first_tensor(output))

@@ -11,14 +11,16 @@ added with :func:`register_architecture`. The neurons of each layer are reached 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import nn
 
-from neurosteer.model.sites import NeuronSite, is_conv1d
-from neurosteer.util.errors import UnsupportedArchitectureError
+from neurosteer.model.sites import ExpertsSite, NeuronSite, Site, is_conv1d
+from neurosteer.util.errors import NeurosteerWarning, UnsupportedArchitectureError
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class Architecture:
             the residual stream (Gemma 2/3), whose gain a neuron's output passes through.
         output_projection: path from the base model to a linear map between the final norm and
             the unembedding (OPT's ``project_out``), where the family has one.
+        experts: path from a layer to the module holding its routed experts as 3-D parameters
+            (mixture-of-experts layers; a layer without it is dense and uses ``out_proj``).
+        shared_out_proj: path from a layer to the output projection of its shared expert(s), which
+            every token runs (Qwen2-MoE, DeepSeek-V3), where the family has one.
     """
 
     layers: str
@@ -54,6 +60,8 @@ class Architecture:
     gain_offset: float = 0.0
     mlp_output_norm: str | None = None
     output_projection: str | None = None
+    experts: str | None = None
+    shared_out_proj: str | None = None
 
 
 # Only families with a quirk their structure does not show need an entry; the rest (Llama,
@@ -122,6 +130,9 @@ _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 _ATTN_OUT_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "o")
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "norm_f", "final_layernorm")
 _POSITION_EMBEDDINGS = ("wpe", "embed_positions", "decoder.embed_positions")
+_SHARED_NAMES = ("shared_expert", "shared_experts", "shared_mlp")
+_HYBRID_MIXERS = ("linear_attn", "mamba", "mixer", "conv")
+"""What stands in for attention in the other layers of a hybrid model."""
 _MLP_POST_NORM = "post_feedforward_layernorm"
 _ATTN_POST_NORM = "post_attention_layernorm"
 
@@ -144,10 +155,13 @@ def _children(module: nn.Module) -> str:
 
 
 def find_by_structure(model: nn.Module) -> Architecture:
-    """The adapter of a dense decoder whose layers hold an MLP with a recognised output projection.
+    """The adapter of a decoder whose layers hold an MLP with a recognised output projection, or a
+    mixture of experts (an ``experts`` module with 3-D weights, and optionally shared experts).
 
     A block whose MLP output passes through its own norm (``post_feedforward_layernorm``, as in
-    OLMo 2) is read there. Raises with what was found where the structure is not recognised.
+    OLMo 2) is read after that norm. Layers may differ (dense first layers, attention of different
+    kinds); what is found in any layer is used. Raises with what was found where the structure is
+    not recognised.
     """
     model_type = model_type_of(model)
     base = getattr(model, "base_model", model)
@@ -159,44 +173,50 @@ def find_by_structure(model: nn.Module) -> Architecture:
             f"model_type '{model_type}' is not registered and no list of decoder layers was found (looked for "
             f"{', '.join(_LAYER_PATHS)}; the model has: {_children(base)}); {hint}"
         )
-    layer = layers[0]
-    mlp_name = _find(layer, _MLP_NAMES)
-    mlp = _get(layer, mlp_name) if mlp_name else None
-    if mlp is None:
+    mlp_name = next((n for layer in layers for n in _MLP_NAMES if _get(layer, n) is not None), None)
+    if mlp_name is None:
         raise UnsupportedArchitectureError(
             f"model_type '{model_type}' is not registered and its layers hold no MLP (looked for "
-            f"{', '.join(_MLP_NAMES)}; a layer has: {_children(layer)}); {hint}"
+            f"{', '.join(_MLP_NAMES)}; a layer has: {_children(layers[0])}); {hint}"
         )
-    if _get(mlp, "experts") is not None:
+    mlps = [_get(layer, mlp_name) for layer in layers if _get(layer, mlp_name) is not None]
+    experts = any(_get(mlp, "experts") is not None for mlp in mlps)
+    dense = [mlp for mlp in mlps if _get(mlp, "experts") is None]
+    out_name = next((n for mlp in dense for n in _OUT_PROJ_NAMES if _linear_at(mlp, n)), None)
+    if out_name is None and not experts:
         raise UnsupportedArchitectureError(
-            f"model_type '{model_type}' is a mixture of experts ('{layers_path}.0.{mlp_name}.experts'); neurosteer "
-            "steers dense MLPs only so far"
-        )
-    out_name = _find(mlp, _OUT_PROJ_NAMES)
-    out = _get(mlp, out_name) if out_name else None
-    if getattr(out, "weight", None) is None or out.weight.ndim != 2:
-        raise UnsupportedArchitectureError(
-            f"model_type '{model_type}' is not registered and its MLP ('{mlp_name}': {_children(mlp)}) has no "
+            f"model_type '{model_type}' is not registered and its MLP ('{mlp_name}': {_children(mlps[0])}) has no "
             f"output projection neurosteer recognises ({', '.join(_OUT_PROJ_NAMES)}); {hint}"
         )
-    attn_name = _find(layer, _ATTN_NAMES)
+    shared = next(
+        (f"{s}.{n}" for mlp in mlps for s in _SHARED_NAMES for n in _OUT_PROJ_NAMES if _linear_at(mlp, f"{s}.{n}")),
+        None,
+    )
+    attn_name = next((n for layer in layers for n in _ATTN_NAMES if _get(layer, n) is not None), None)
     if attn_name is None:
         raise UnsupportedArchitectureError(
             f"model_type '{model_type}' is not registered and its layers hold no attention block (looked for "
-            f"{', '.join(_ATTN_NAMES)}; a layer has: {_children(layer)}); {hint}"
+            f"{', '.join(_ATTN_NAMES)}; a layer has: {_children(layers[0])}); {hint}"
         )
-    attn_out = _find(_get(layer, attn_name), _ATTN_OUT_NAMES)
-    post_norm = _get(layer, _MLP_POST_NORM) is not None
+    attn_out = _find(_get(layers[0], attn_name) or nn.Module(), _ATTN_OUT_NAMES)
+    post_norm = _get(layers[0], _MLP_POST_NORM) is not None
     return Architecture(
         layers=layers_path,
-        out_proj=f"{mlp_name}.{out_name}",
-        attn_write=_ATTN_POST_NORM if post_norm and _get(layer, _ATTN_POST_NORM) is not None else attn_name,
+        out_proj=f"{mlp_name}.{out_name}" if out_name else f"{mlp_name}.{_OUT_PROJ_NAMES[0]}",
+        attn_write=_ATTN_POST_NORM if post_norm and _get(layers[0], _ATTN_POST_NORM) is not None else attn_name,
         mlp_write=_MLP_POST_NORM if post_norm else mlp_name,
-        attn_out_proj=None if post_norm or attn_out is None else f"{attn_name}.{attn_out}",
+        attn_out_proj=None if post_norm or attn_out is None or experts else f"{attn_name}.{attn_out}",
         position_embeddings=_find(base, _POSITION_EMBEDDINGS),
         final_norm=_find(base, _FINAL_NORMS),
         mlp_output_norm=_MLP_POST_NORM if post_norm else None,
+        experts=f"{mlp_name}.experts" if experts else None,
+        shared_out_proj=f"{mlp_name}.{shared}" if shared else None,
     )
+
+
+def _linear_at(root: nn.Module, path: str) -> bool:
+    weight = getattr(_get(root, path), "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.ndim == 2
 
 
 def architecture_of(model: nn.Module) -> Architecture:
@@ -207,13 +227,23 @@ def architecture_of(model: nn.Module) -> Architecture:
 
 @dataclass(frozen=True)
 class Layout:
-    """The resolved modules of one loaded model: its layers and their neuron sites."""
+    """The resolved modules of one loaded model: its layers and their neuron sites.
+
+    Each layer's neurons form one space of ``neurons_per_layer`` units: first its dense MLP's (or
+    its shared experts') ``dense_width``, then, in a mixture-of-experts layer, ``n_experts`` blocks
+    of ``expert_width`` routed-expert neurons. A dense model has only the first part.
+    """
 
     model_type: str
     arch: Architecture
     layers: tuple[nn.Module, ...]
-    sites: tuple[NeuronSite, ...]
+    sites: tuple[Site, ...]
     hidden_size: int
+    dense_width: int
+    n_experts: int = 0
+    expert_width: int = 0
+    without_mlp: tuple[int, ...] = ()
+    """Layers with no MLP at all (some hybrid models): they hold no neurons."""
 
     @property
     def n_layers(self) -> int:
@@ -221,22 +251,55 @@ class Layout:
 
     @property
     def neurons_per_layer(self) -> int:
-        return self.sites[0].width
+        return self.dense_width + self.n_experts * self.expert_width
 
     @property
     def n_neurons(self) -> int:
-        return sum(site.width for site in self.sites)
+        return sum(site.units.stop - site.units.start for site in self.sites)
 
     @property
     def conv1d(self) -> bool:
         """Whether the output projections store their weights ``[in, out]`` (GPT-2's Conv1D)."""
-        return self.sites[0].conv1d
+        return any(site.conv1d for site in self.sites)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    def layer_sites(self, layer: int) -> list[Site]:
+        return [site for site in self.sites if site.layer == layer]
+
+    def site_of(self, layer: int, unit: int) -> Site:
+        """The site holding unit ``unit`` of ``layer``."""
+        for site in self.layer_sites(layer):
+            if site.units.start <= unit < site.units.stop:
+                return site
+        raise UnsupportedArchitectureError(f"layer {layer} has no neuron {unit}")
+
+    def columns(self, layer: int) -> torch.Tensor:
+        """``[hidden, neurons_per_layer]`` float64: what one unit of each of the layer's neurons adds
+        to the MLP output (0 for units the layer does not have; experts before their routing weight)."""
+        out = torch.zeros(self.hidden_size, self.neurons_per_layer, dtype=torch.float64)
+        for site in self.layer_sites(layer):
+            out[:, site.units] = site.output_columns()
+        return out
 
     def attn_writers(self) -> list[nn.Module]:
-        return [_resolve(layer, self.arch.attn_write, self.model_type) for layer in self.layers]
+        return [self._mixer(layer) for layer in self.layers]
+
+    def _mixer(self, layer: nn.Module) -> nn.Module:
+        """The layer's attention block, or what stands in for it in a hybrid model's other layers."""
+        for path in (self.arch.attn_write, *_HYBRID_MIXERS):
+            found = _get(layer, path)
+            if found is not None:
+                return found
+        return _resolve(layer, self.arch.attn_write, self.model_type)
 
     def mlp_writers(self) -> list[nn.Module]:
-        return [_resolve(layer, self.arch.mlp_write, self.model_type) for layer in self.layers]
+        return [_resolve(layer, self.arch.mlp_write, self.model_type) for layer in self.with_mlp()]
+
+    def with_mlp(self) -> list[nn.Module]:
+        return [layer for i, layer in enumerate(self.layers) if i not in self.without_mlp]
 
     def resolve(self, path: str, root: nn.Module) -> nn.Module:
         """The module at ``path`` below ``root`` (a layer, or the base model)."""
@@ -263,17 +326,94 @@ def model_type_of(model: nn.Module) -> str:
     return str(model_type)
 
 
+def _experts_shape(experts: nn.Module, model_type: str) -> tuple[int, int, int]:
+    """``(experts, neurons per expert, hidden)`` of an experts module, refusing one neurosteer
+    cannot run expert by expert."""
+    down = getattr(experts, "down_proj", None)
+    gated = getattr(experts, "has_gate", True)
+    up = getattr(experts, "gate_up_proj" if gated else "up_proj", None)
+    usable = (
+        isinstance(down, torch.Tensor)
+        and down.ndim == 3
+        and isinstance(up, torch.Tensor)
+        and up.ndim == 3
+        and callable(getattr(experts, "_apply_gate" if gated else "act_fn", None))
+        and not getattr(experts, "has_post_expert_norm", False)
+    )
+    if not usable:
+        raise UnsupportedArchitectureError(
+            f"the experts of this {model_type} model ({type(experts).__name__}) cannot be hooked: neurosteer runs "
+            "experts that hold 3-D gate_up_proj/up_proj and down_proj weights (transformers' experts layout) and "
+            "have no norm after each expert"
+        )
+    n, a, b = down.shape
+    width, hidden = (a, b) if getattr(experts, "is_transposed", False) else (b, a)
+    return int(n), int(width), int(hidden)
+
+
 def layout(model: nn.Module) -> Layout:
     """Resolve the layers and neuron sites of ``model`` (a causal LM)."""
     model_type = model_type_of(model)
     arch = architecture_of(model)
     base = getattr(model, "base_model", model)
     layers = tuple(_resolve(base, arch.layers, model_type))
-    projections = [_resolve(layer, arch.out_proj, model_type) for layer in layers]
-    weight = projections[0].weight
-    hidden, width = weight.shape[::-1] if is_conv1d(projections[0]) else weight.shape
-    sites = tuple(
-        NeuronSite(layer=i, module=proj, block=block, width=int(width), hidden_size=int(hidden))
-        for i, (block, proj) in enumerate(zip(layers, projections, strict=True))
+    dense: list[tuple[int, nn.Module, nn.Module]] = []
+    routed: list[tuple[int, nn.Module, nn.Module]] = []
+    without_mlp = []
+    for i, block in enumerate(layers):
+        experts = _get(block, arch.experts) if arch.experts else None
+        if experts is not None:
+            routed.append((i, block, experts))
+            if arch.shared_out_proj and _get(block, arch.shared_out_proj) is not None:
+                dense.append((i, block, _get(block, arch.shared_out_proj)))
+        elif _get(block, arch.out_proj.split(".")[0]) is None:
+            without_mlp.append(i)
+        else:
+            dense.append((i, block, _resolve(block, arch.out_proj, model_type)))
+
+    def shape(proj: nn.Module) -> tuple[int, int]:
+        weight = proj.weight
+        hidden, width = weight.shape[::-1] if is_conv1d(proj) else weight.shape
+        return int(width), int(hidden)
+
+    dense_width = max((shape(proj)[0] for _, _, proj in dense), default=0)
+    hidden = shape(dense[0][2])[1] if dense else None
+    sites: list[Site] = [
+        NeuronSite(layer=i, module=proj, block=block, width=shape(proj)[0], hidden_size=shape(proj)[1])
+        for i, block, proj in dense
+    ]
+    n_experts = expert_width = 0
+    for i, block, experts in routed:
+        n_experts, expert_width, hidden = _experts_shape(experts, model_type)
+        sites.append(
+            ExpertsSite(
+                layer=i,
+                module=experts,
+                block=block,
+                n_experts=n_experts,
+                width=expert_width,
+                hidden_size=hidden,
+                offset=dense_width,
+            )
+        )
+    if not sites:
+        raise UnsupportedArchitectureError(f"no layer of this {model_type} model holds an MLP")
+    sites.sort(key=lambda site: (site.layer, site.units.start))
+    if without_mlp:
+        warnings.warn(
+            f"layers {', '.join(map(str, without_mlp))} of this {model_type} model have no MLP and hold no neurons; "
+            "they are skipped",
+            NeurosteerWarning,
+            stacklevel=2,
+        )
+    return Layout(
+        model_type=model_type,
+        arch=arch,
+        layers=layers,
+        sites=tuple(sites),
+        hidden_size=int(hidden),
+        dense_width=dense_width,
+        n_experts=n_experts,
+        expert_width=expert_width,
+        without_mlp=tuple(without_mlp),
     )
-    return Layout(model_type=model_type, arch=arch, layers=layers, sites=sites, hidden_size=int(hidden))

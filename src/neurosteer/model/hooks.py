@@ -7,7 +7,7 @@ in ``finally``: after the block the model computes exactly what it computed befo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,17 @@ class Hooks:
     pre: tuple[tuple[nn.Module, PreHook], ...] = ()
     post: tuple[tuple[nn.Module, PostHook], ...] = ()
     pre_with_kwargs: tuple[tuple[nn.Module, Callable[..., Any]], ...] = ()
+    contexts: tuple[Callable[[], AbstractContextManager], ...] = ()
+    """Context managers entered with the hooks, for what a hook cannot reach (a mixture-of-experts
+    layer's experts, whose neurons exist inside one module's forward)."""
 
     def __add__(self, other: Hooks) -> Hooks:
-        return Hooks(self.pre + other.pre, self.post + other.post, self.pre_with_kwargs + other.pre_with_kwargs)
+        return Hooks(
+            self.pre + other.pre,
+            self.post + other.post,
+            self.pre_with_kwargs + other.pre_with_kwargs,
+            self.contexts + other.contexts,
+        )
 
     @staticmethod
     def join(parts: Sequence[Hooks]) -> Hooks:
@@ -42,7 +50,9 @@ class Hooks:
 def installed(hooks: Hooks | Sequence[Hooks]) -> Iterator[None]:
     """Install ``hooks`` (one :class:`Hooks` or several) for the duration of the block."""
     joined = hooks if isinstance(hooks, Hooks) else Hooks.join(hooks)
-    with installed_hooks(joined.pre, joined.post, joined.pre_with_kwargs):
+    with installed_hooks(joined.pre, joined.post, joined.pre_with_kwargs), ExitStack() as stack:
+        for context in joined.contexts:
+            stack.enter_context(context())
         yield
 
 
