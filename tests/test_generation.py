@@ -14,7 +14,7 @@ from neurosteer.model.generation import generate
 from neurosteer.model.prefix import MIN_PREFIX, shared_prefix_length
 
 from conftest import NEGATIVE, POSITIVE
-from tiny import FAMILIES, tiny_model
+from tiny import ALL_FAMILIES, tiny_model
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
@@ -27,7 +27,7 @@ def test_batched_equals_one_at_a_time(family, tokenizer):
     assert len(set(batched)) > 1
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_shared_prefix_changes_no_answer_and_no_first_token(family, tokenizer):
     """Generation and first-token log-probabilities run the chat prefix once; the answers and
     log-probabilities equal those of the full prompts, also under steering."""

@@ -20,10 +20,10 @@ from neurosteer.util.errors import NeurosteerError, SettingsError
 
 from conftest import NEGATIVE, POSITIVE
 from test_steering import logits
-from tiny import FAMILIES, tiny_model
+from tiny import ALL_FAMILIES, tiny_model
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=ALL_FAMILIES)
 def built(request, tokenizer):
     model = tiny_model(request.param)
     contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)

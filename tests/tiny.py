@@ -29,6 +29,56 @@ FAMILIES = (
     "starcoder2",
     "stablelm",
 )
+MOE_FAMILIES = {
+    # routed experts only; softmax top-k renormalised
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    # a shared expert of its own width beside the routed ones
+    "qwen2_moe": dict(
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=24
+    ),
+    "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16),
+    "olmoe": dict(num_experts=4, num_experts_per_tok=2),
+    # transposed, biased expert weights, its own clamped gated activation, top-k on biased logits
+    "gpt_oss": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    ),
+    # a dense first layer, a shared expert, sigmoid routing with a correction bias, latent attention
+    "deepseek_v3": dict(
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+        kv_lora_rank=16,
+        q_lora_rank=None,
+        qk_rope_head_dim=4,
+        qk_nope_head_dim=4,
+        v_head_dim=8,
+        head_dim=4,
+        num_key_value_heads=4,
+        rope_scaling=None,
+    ),
+    # hybrid: linear-attention and full-attention layers; a dense first layer, then experts with a shared one
+    "qwen3_next": dict(
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=24,
+        mlp_only_layers=[0],
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+        linear_num_value_heads=2,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+    ),
+}
+"""Tiny mixtures of experts (4 experts, 2 per token) and their family-specific settings."""
+DENSE_FAMILIES = FAMILIES
+ALL_FAMILIES = FAMILIES + tuple(MOE_FAMILIES)
 VOCAB = 384
 HIDDEN = 32
 NEURONS = 64
@@ -102,6 +152,7 @@ def tiny_config(family: str, **overrides):
     values.update({k: v for k, v in shape.items() if hasattr(base, k)})
     if family == "gpt_neox":
         values["num_key_value_heads"] = 4
+    values.update(MOE_FAMILIES.get(family, {}))
     values.update(overrides)
     return AutoConfig.for_model(family, **values)
 

@@ -100,16 +100,23 @@ def inspect(
         sys.stdout.write(json.dumps([r.to_json() for r in result.reports], ensure_ascii=False) + "\n")
         return
     table = Table(title=f"{len(selected)} neurons (factor {factor:g})")
-    for column in ("#", "layer", "neuron", "score", "μ behaviour", "μ opposite", "promotes", "suppresses"):
+    moe = selected.experts is not None
+    columns = ("#", "layer", *(("expert",) if moe else ()), "neuron", "score", "μ behaviour", "μ opposite")
+    for column in (*columns, "promotes", "suppresses"):
         table.add_column(column, justify="right" if column not in ("promotes", "suppresses") else "left")
+    if moe:
+        table.add_column("routed", justify="right")
     if effects:
         table.add_column("refusal back", justify="right")
         table.add_column("KL removed", justify="right")
     if texts:
         table.add_column("fires most on")
     for r in result.reports:
-        row = [str(r.rank), str(r.layer), str(r.index), f"{r.score:.3g}", f"{r.mean_positive:.3f}"]
+        row = [str(r.rank), str(r.layer), *((str(r.expert) if r.expert >= 0 else "-",) if moe else ())]
+        row += [str(r.index), f"{r.score:.3g}", f"{r.mean_positive:.3f}"]
         row += [f"{r.mean_negative:.3f}", _tokens(r.promoted), _tokens(r.suppressed)]
+        if moe:
+            row.append(r.routing())
         if effects:
             row += [_share(r.refusal_share), _share(r.kl_share)]
         if texts:
@@ -128,6 +135,10 @@ def inspect(
                 f"{e.refusal_unsteered:.2f}, steered {e.refusal_steered:.2f}; "
                 f"KL on {n_effect} harmless: {e.kl_steered:.3f}"
             )
+        )
+    if moe:
+        console.print(
+            plain("routed: share of the behaviour's / the opposite prompts' read tokens sent to the neuron's expert")
         )
     if html is not None:
         console.print(plain(f"page written to {html}"))

@@ -264,6 +264,11 @@ def neurons_from_contrast(
     )
 
 
+def routed_share(stats: RunningStats, layers: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """The share of the read tokens each neuron saw (for an expert neuron: routed to its expert)."""
+    return (stats.counts[layers, units] / max(stats.count, 1)).clamp(max=1).float()
+
+
 def select_neurons(
     model: nn.Module,
     positive: RunningStats,
@@ -301,6 +306,8 @@ def select_neurons(
         layers=layers,
         indices=indices,
         experts=experts if signature.n_experts else None,
+        routed_positive=routed_share(positive, layers, units) if signature.n_experts else None,
+        routed_negative=routed_share(negative, layers, units) if signature.n_experts else None,
         scores=scores[layers, units].float(),
         mean_positive=positive.mean[layers, units].float(),
         mean_negative=negative.mean[layers, units].float(),

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from neurosteer.model.architectures import Layout, layout
+from neurosteer.model.sites import Site
 from neurosteer.util.atomic import atomic_path
 from neurosteer.util.errors import IncompatibleNeuronsError, NeuronFileError, NeurosteerError
 from neurosteer.util.fingerprint import config_fingerprint, short_hash
@@ -25,7 +26,8 @@ from neurosteer.util.validation import whole
 FORMAT_VERSION = 1
 _WHOLE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _ARRAYS = ("layers", "indices", "scores", "mean_positive", "mean_negative")
-_OPTIONAL_ARRAYS = ("spread_negative", "experts")
+_OPTIONAL_ARRAYS = ("spread_negative", "experts", "routed_positive", "routed_negative")
+_SHARES = ("routed_positive", "routed_negative")
 
 
 @dataclass(frozen=True)
@@ -101,13 +103,16 @@ def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
     for name in ("layers", "indices"):
         if arrays[name].dtype not in _WHOLE_DTYPES:
             raise NeuronFileError(f"{name} must hold whole numbers, got {arrays[name].dtype}")
-    for name in ("scores", "mean_positive", "mean_negative", "spread_negative"):
+    for name in ("scores", "mean_positive", "mean_negative", "spread_negative", *_SHARES):
         if name not in arrays:
             continue
         if not arrays[name].dtype.is_floating_point:
             raise NeuronFileError(f"{name} must hold floating-point numbers, got {arrays[name].dtype}")
         if not bool(torch.isfinite(arrays[name]).all()):
             raise NeuronFileError(f"{name} holds NaN or infinite values")
+    for name in _SHARES:
+        if name in arrays and not bool(((arrays[name] >= 0) & (arrays[name] <= 1)).all()):
+            raise NeuronFileError(f"{name} must hold shares between 0 and 1")
     layers, indices = arrays["layers"].long(), arrays["indices"].long()
     experts = arrays["experts"].long() if "experts" in arrays else torch.full_like(layers, -1)
     if "experts" in arrays and arrays["experts"].dtype not in _WHOLE_DTYPES:
@@ -139,6 +144,16 @@ def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
     flat = layers * model.neurons_per_layer + unit_index(model, experts, indices)
     if len(torch.unique(flat)) != len(flat):
         raise NeuronFileError("the same neuron is listed more than once")
+
+
+def _shape(model: ModelSignature) -> str:
+    """``"24 layers x 4864 neurons"``, with the experts of a mixture-of-experts model."""
+    shape = f"{model.n_layers} layers x {model.neurons_per_layer} neurons"
+    if model.n_experts:
+        shape += f" ({model.dense_width} dense or shared, {model.n_experts} experts x {model.expert_width})"
+    else:
+        shape += " (no experts)"
+    return shape
 
 
 def unit_index(model: ModelSignature, experts: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -176,6 +191,11 @@ class NeuronSet:
     experts: torch.Tensor | None = None
     """Each neuron's routed expert, -1 for a neuron of a dense MLP or a shared expert (whose index
     counts within the shared expert's width); ``None`` for a dense model's set."""
+    routed_positive: torch.Tensor | None = None
+    """For a mixture-of-experts set: the share of the positive prompts' read tokens that were
+    routed to each neuron's expert (1 for dense and shared-expert neurons)."""
+    routed_negative: torch.Tensor | None = None
+    """The same on the negative prompts."""
 
     @property
     def units(self) -> torch.Tensor:
@@ -218,6 +238,16 @@ class NeuronSet:
             vector[self.units[picked]] = values[picked].float()
             vectors[int(layer)] = vector
         return vectors
+
+    def sites(self, lay: Layout, layer: int | None = None) -> list[Site]:
+        """The sites holding at least one of the set's neurons (of ``layer``, if given): where its
+        hooks go. A layer's routed experts are left alone when only its shared expert is steered."""
+        found = []
+        for site in lay.sites if layer is None else lay.layer_sites(layer):
+            units = self.units[self.layers == site.layer]
+            if bool(((units >= site.units.start) & (units < site.units.stop)).any()):
+                found.append(site)
+        return found
 
     def count_by_layer(self) -> dict[int, int]:
         layers, counts = torch.unique(self.layers, return_counts=True)
@@ -270,9 +300,8 @@ class NeuronSet:
             mine.expert_width,
         ):
             raise IncompatibleNeuronsError(
-                f"these neurons come from a {mine.model_type} model with {mine.n_layers} layers x "
-                f"{mine.neurons_per_layer} neurons, but this is a {theirs.model_type} model with "
-                f"{theirs.n_layers} x {theirs.neurons_per_layer}; discover neurons on this model"
+                f"these neurons come from a {mine.model_type} model with {_shape(mine)}, but this is a "
+                f"{theirs.model_type} model with {_shape(theirs)}; discover neurons on this model"
             )
 
     def metadata(self) -> dict[str, Any]:

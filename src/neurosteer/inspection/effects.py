@@ -74,7 +74,7 @@ def _row_scaling_hooks(lay: Layout, neurons: NeuronSet, factors: torch.Tensor, r
         scale = torch.ones(len(rows), lay.neurons_per_layer)
         scale[:, neurons.units[picked]] = factors[rows][:, picked]
         cache = DeviceCache(scale[:, None, :])
-        for site in lay.layer_sites(int(layer)):
+        for site in neurons.sites(lay, layer=int(layer)):
             hooks.append(site.modifying(lambda x, units, cache=cache: x * cache.like(x)[..., units]))
     return hooks
 

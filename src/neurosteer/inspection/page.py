@@ -54,6 +54,15 @@ def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1%}"
 
 
+def _routing(report: NeuronReport) -> str:
+    if not report.routing():
+        return ""
+    return (
+        f"<div class='meta'>its expert is routed on {report.routing()} of the behaviour's / the opposite "
+        "prompts' read tokens</div>"
+    )
+
+
 def _card(report: NeuronReport, shown: int) -> str:
     firings = "".join(
         f"<div class='fire'>{f.value:.2f} · prompt {f.prompt}: {html.escape(f.context)}</div>" for f in report.firings
@@ -67,9 +76,9 @@ def _card(report: NeuronReport, shown: int) -> str:
     }
     attributes = " ".join(f"data-{k}='{v}'" for k, v in data.items())
     return f"""<div class='card' {attributes}>
-<h3>#{report.rank} · layer {report.layer} · neuron {report.index}</h3>
+<h3>#{report.rank} · layer {report.layer} · neuron {html.escape(report.place)}</h3>
 <div class='meta'>score {report.score:.4g} · mean activation: behaviour {report.mean_positive:.3f},
-opposite {report.mean_negative:.3f}</div>
+opposite {report.mean_negative:.3f}</div>{_routing(report)}
 <div class='meta'>restored alone: brings back <span class='share'>{_share(report.refusal_share)}</span> of the
 removed refusal, removes <span class='share'>{_share(report.kl_share)}</span> of the KL</div>
 <div>promotes</div><div class='tokens'>{_tokens(report, "promoted", shown)}</div>

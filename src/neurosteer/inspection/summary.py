@@ -45,6 +45,22 @@ class NeuronReport:
     kl_restored: float | None = None
     refusal_share: float | None = None
     kl_share: float | None = None
+    expert: int = -1
+    """The neuron's routed expert (-1: a dense MLP's or a shared expert's neuron)."""
+    routed_positive: float | None = None
+    """How often its expert was routed on the read tokens of the positive (behaviour) prompts."""
+    routed_negative: float | None = None
+
+    @property
+    def place(self) -> str:
+        """``"expert 3 #17"`` for an expert neuron, the plain index otherwise."""
+        return f"expert {self.expert} #{self.index}" if self.expert >= 0 else str(self.index)
+
+    def routing(self) -> str:
+        """``"41% / 12%"`` of the behaviour's and the opposite prompts' tokens routed to its expert."""
+        if self.expert < 0 or self.routed_positive is None or self.routed_negative is None:
+            return ""
+        return f"{self.routed_positive:.0%} / {self.routed_negative:.0%}"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,6 +110,10 @@ class Inspection:
         }
 
 
+def _item(values: torch.Tensor | None, i: int) -> float | None:
+    return None if values is None else float(values[i])
+
+
 def inspect_neurons(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -133,6 +153,9 @@ def inspect_neurons(
             mean_negative=float(neurons.mean_negative[i]),
             promoted=promoted[i],
             suppressed=suppressed[i],
+            expert=int(neurons.expert_of[i]),
+            routed_positive=_item(neurons.routed_positive, i),
+            routed_negative=_item(neurons.routed_negative, i),
         )
         for i in range(len(neurons))
     ]

@@ -92,7 +92,7 @@ class NeuronClamping(Intervention):
     @classmethod
     def from_contrast(cls, neurons: NeuronSet, contrast: ContrastStats, margin: float = CLAMP.margin) -> NeuronClamping:
         """Edges from ``contrast``'s negative-prompt statistics (for sets saved without spreads)."""
-        spread = contrast.neurons_negative.var[neurons.layers, neurons.indices].sqrt()
+        spread = contrast.neurons_negative.var[neurons.layers, neurons.units].sqrt()
         return cls(neurons, margin, edges=range_edges(neurons, spread, margin))
 
     @classmethod
@@ -109,7 +109,7 @@ class NeuronClamping(Intervention):
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(lay.neurons_per_layer)
-        return installed([site.modifying(clamping(*terms[i], strength)) for i in terms for site in lay.layer_sites(i)])
+        return installed([site.modifying(clamping(*terms[site.layer], strength)) for site in self.neurons.sites(lay)])
 
     @classmethod
     def bakes_exactly(cls, lay: Layout) -> bool:

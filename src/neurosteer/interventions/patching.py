@@ -66,7 +66,7 @@ class NeuronPatching(Intervention):
         lay = layout(model)
         self.neurons.check_compatible(model, lay)
         terms = self.layer_terms(strength, lay.neurons_per_layer)
-        return installed([site.modifying(affine(*terms[i])) for i in terms for site in lay.layer_sites(i)])
+        return installed([site.modifying(affine(*terms[site.layer])) for site in self.neurons.sites(lay)])
 
     @classmethod
     def bakes_exactly(cls, lay: Layout) -> bool:

@@ -84,11 +84,7 @@ def steer(
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     scales = layer_scales(neurons, factor, lay)
-    hooks = [
-        site.modifying(scaling(scale, last_positions))
-        for layer, scale in scales.items()
-        for site in lay.layer_sites(layer)
-    ]
+    hooks = [site.modifying(scaling(scales[site.layer], last_positions)) for site in neurons.sites(lay)]
     marked = position_dependent(model) if last_positions is not None else nullcontext()
     with installed(hooks), marked:
         yield model

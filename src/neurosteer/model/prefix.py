@@ -90,6 +90,17 @@ def position_dependent(model: nn.Module) -> Iterator[None]:
             delattr(model, _POSITIONAL)
 
 
+def has_recurrent_layers(model: nn.Module) -> bool:
+    """Whether some layers keep a recurrent state instead of keys and values (hybrid models'
+    linear-attention or state-space layers), which a prefix cache cannot be copied per row for."""
+    config = getattr(model, "config", None)
+    kinds = getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None) or ()
+    return any(kind not in _ATTENTION_KINDS for kind in kinds)
+
+
+_ATTENTION_KINDS = frozenset({"full_attention", "sliding_attention", "chunked_attention", "attention", "mlp", "moe"})
+
+
 def split_shared_prefix(
     model: nn.Module, token_ids: Sequence[Sequence[int]], device: torch.device, *, share: bool = True
 ) -> tuple[PrefixCache | None, list[list[int]]]:
@@ -99,7 +110,7 @@ def split_shared_prefix(
     Hooks that steer act the same at every position and on every prompt, so the prefix run once
     under them equals the prefix inside each prompt; hooks marked :func:`position_dependent`
     turn sharing off."""
-    share = share and not getattr(model, _POSITIONAL, 0)
+    share = share and not getattr(model, _POSITIONAL, 0) and not has_recurrent_layers(model)
     length = shared_prefix_length(token_ids) if share else 0
     if length < MIN_PREFIX:
         return None, [list(ids) for ids in token_ids]
