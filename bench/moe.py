@@ -13,7 +13,7 @@ plain forward of the same model in the same run (best of ``--repeats``):
 * ``discovery/plain``: ``find_neurons`` with the statistics score (two prompt sets) against one
   plain pass over the same prompts.
 
-    python bench/moe.py [--family qwen3_moe] [--prompts 32] [--batch-size 8] [--repeats 3]
+    python bench/moe.py [--family qwen3_moe] [--prompts 64] [--batch-size 8] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -34,22 +34,22 @@ from common import best_of, machine, prompt_mix
 
 SMALL_MOE = {
     "qwen3_moe": dict(
-        hidden_size=256,
-        intermediate_size=512,
-        moe_intermediate_size=256,
+        hidden_size=512,
+        intermediate_size=1024,
+        moe_intermediate_size=512,
         num_experts=8,
         num_experts_per_tok=2,
-        num_hidden_layers=4,
+        num_hidden_layers=6,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=64,
     ),
     "mixtral": dict(
-        hidden_size=256,
-        intermediate_size=256,
+        hidden_size=512,
+        intermediate_size=512,
         num_local_experts=8,
         num_experts_per_tok=2,
-        num_hidden_layers=4,
+        num_hidden_layers=6,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=64,
@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", default="qwen3_moe", choices=sorted(SMALL_MOE))
     parser.add_argument("--dense", default="qwen2.5-0.5b", help="bundled dense model measured alongside")
-    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

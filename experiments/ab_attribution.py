@@ -1,10 +1,12 @@
 """Attribution against the selective statistics score on CAA's A/B behaviours (validation only).
 
 For each behaviour: contrast statistics from its letter-balanced training pairs, then two neuron
-sets of the default share and layer window, one per score (``selective``; ``attribution`` with
+sets of the share and layer window that were the defaults when the table in docs/results.md was
+measured (pinned here, so that the script keeps running that experiment as the defaults move),
+one per score (``selective``; ``attribution`` with
 the behaviour's letter-difference metric, :meth:`ABBehaviour.attribution_target`). Each set is
-steered with the default intervention (patching at ±``STEERING.strength``) and with scaling
-(``cna`` at ±1); ``+`` removes the behaviour, ``−`` amplifies it. Measured on the behaviour's
+steered with patching at ±``PATCH_STRENGTH`` (the default intervention when this was measured) and
+with scaling (``cna`` at ±1); ``+`` removes the behaviour, ``−`` amplifies it. Measured on the behaviour's
 validation questions (``p_matching``) and first-token KL on harmless prompts. Nothing held out is
 read. Prints a Markdown table.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,7 +30,6 @@ from neurosteer.evaluation.behaviours import load_behaviour
 from neurosteer.evaluation.evaluator import EvalPlan
 from neurosteer.interventions import NeuronPatching, NeuronScaling
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
-from neurosteer.util.defaults import STEERING
 from neurosteer.util.prompts import load_prompts
 
 BEHAVIOURS = (
@@ -39,7 +41,13 @@ BEHAVIOURS = (
     "survival-instinct",
     "sycophancy",
 )
-STEERINGS = {"patch": (NeuronPatching, STEERING.strength), "cna": (NeuronScaling, 1.0)}
+FRACTION = 0.001712
+"""Share of neurons kept (0.17 %), the default discovery share when the table was measured."""
+LAYER_SHARE = 20 / 24
+"""Candidates from the layers below this share of the depth (layers 0-19 of 24)."""
+PATCH_STRENGTH = 1.1206
+"""Patching's strength, the default intervention then (``defaults.PATCH`` holds it today)."""
+STEERINGS = {"patch": (NeuronPatching, PATCH_STRENGTH), "cna": (NeuronScaling, 1.0)}
 
 
 def main() -> None:
@@ -71,9 +79,10 @@ def main() -> None:
             batch_size=args.batch_size,
             statistics=contrast,
         )
+        window = {"fraction": FRACTION, "max_layer": max(0, math.ceil(LAYER_SHARE * contrast.model.n_layers) - 1)}
         sets = {
-            "selective": neurons_from_contrast(model, contrast, "selective"),
-            "attribution": neurons_from_contrast(model, contrast, "attribution", matrix=matrix),
+            "selective": neurons_from_contrast(model, contrast, "selective", **window),
+            "attribution": neurons_from_contrast(model, contrast, "attribution", matrix=matrix, **window),
         }
         screen = behaviour.screen(plan)
 

@@ -24,7 +24,10 @@ from tune_heldout import chosen
 
 import neurosteer
 from neurosteer.runs.tune import SPACES, FixedTrial, TuneConfig, context, trial_rows
-from neurosteer.util.defaults import PATCH
+
+PATCH_STRENGTH = 1.1206
+"""The patching strength the recipe table was measured with (``defaults.PATCH`` when it ran),
+pinned so the script keeps running that experiment."""
 
 
 def variants(params: dict, n_layers: int) -> dict[str, dict]:
@@ -41,7 +44,7 @@ def variants(params: dict, n_layers: int) -> dict[str, dict]:
         found[f"method {other_method}, same strength"] = params | {"method": other_method}
     else:  # a clamp trial: the same neurons steered otherwise
         selection = {k: v for k, v in params.items() if k not in ("margin", "strength")}
-        for strength in (0.5, PATCH.strength, 1.5):
+        for strength in (0.5, PATCH_STRENGTH, 1.5):
             found[f"method patch, strength {strength:g}"] = selection | {"method": "patch", "strength": strength}
         found["margin 0, strength 1 (clamp at the harmless mean)"] = params | {"margin": 0.0, "strength": 1.0}
         found["margin 0, same strength"] = params | {"margin": 0.0}

@@ -25,8 +25,11 @@ from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.metrics.refusal import is_refusal, refusal_rate
 from neurosteer.model.generation import generate
 from neurosteer.runs.tune import TuneConfig, context, rebuild
-from neurosteer.util.defaults import CLAMP
 from neurosteer.util.prompts import load_prompts
+
+CLAMP_MARGIN = 1.817
+"""The clamp margin the strength tables were measured with (the search's trial 14), pinned so the
+script keeps running that experiment as the library default moves."""
 
 
 def main() -> None:
@@ -46,7 +49,7 @@ def main() -> None:
         intervention = NeuronPatching(intervention.neurons)
     elif args.method == "clamp":
         contrast = context(model, tokenizer, config, args.search, measuring=False).contrast
-        margin = CLAMP.margin if args.margin is None else args.margin
+        margin = CLAMP_MARGIN if args.margin is None else args.margin
         intervention = NeuronClamping.from_contrast(intervention.neurons, contrast, margin)
     harmless = load_prompts("harmless_val", limit=config.n_harmless)
     reference = first_token_logprobs(model, tokenizer, harmless, batch_size=config.batch_size)

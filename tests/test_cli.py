@@ -233,3 +233,20 @@ def test_help_lists_every_registered_method(command):
     assert result.exit_code == 0
     text = " ".join(result.output.replace("│", " ").split())
     assert f"{', '.join(INTERVENTIONS)}" in text
+
+
+def test_eval_and_sweep_share_one_options_schema():
+    """Both commands take every field of EvaluationOptions as the same option, declared once."""
+    from dataclasses import fields
+
+    import typer.main
+
+    from neurosteer.cli import app
+    from neurosteer.cli.evaluation_options import EvaluationOptions
+
+    commands = typer.main.get_command(app).commands
+    shared = {f.name for f in fields(EvaluationOptions)}
+    options = {name: {p.name: tuple(p.opts) for p in commands[name].params} for name in ("eval", "sweep")}
+    assert shared <= set(options["eval"]) and shared <= set(options["sweep"])
+    assert {n: options["eval"][n] for n in shared} == {n: options["sweep"][n] for n in shared}
+    assert set(EvaluationOptions.PLAN) | set(EvaluationOptions.SETTINGS) <= shared

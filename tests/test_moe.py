@@ -41,7 +41,7 @@ def route(family: str, mlp: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Ten
         top = torch.topk(logits_, config_k)
         return top.indices, torch.softmax(top.values, -1)
     logits_ = mlp.gate.weight.double() @ x
-    if family == "deepseek_v3":
+    if family in ("deepseek_v3", "nemotron_h"):  # sigmoid scores, a bias that only chooses
         scores = torch.sigmoid(logits_)
         chosen = torch.topk(scores + mlp.gate.e_score_correction_bias.double(), config_k).indices
         weights = scores[chosen]
@@ -59,6 +59,8 @@ def expert_neurons(family: str, experts: torch.nn.Module, e: int, x: torch.Tenso
         both = x @ experts.gate_up_proj[e].double() + experts.gate_up_proj_bias[e].double()
         gate, up = both[0::2].clamp(max=experts.limit), both[1::2].clamp(-experts.limit, experts.limit)
         return (up + 1) * gate * torch.sigmoid(gate * experts.alpha)
+    if family == "nemotron_h":  # no gate: ReLU squared of the up projection
+        return torch.relu(experts.up_proj[e].double() @ x).square()
     gate, up = (experts.gate_up_proj[e].double() @ x).chunk(2)
     return F.silu(gate) * up
 
@@ -70,6 +72,12 @@ def expert_output(family: str, experts: torch.nn.Module, e: int, h: torch.Tensor
     return experts.down_proj[e].double() @ h
 
 
+def block(layer: torch.nn.Module) -> torch.nn.Module | None:
+    """A decoder layer's MLP or MoE block (a hybrid's mixer where that is one)."""
+    found = getattr(layer, "mlp", None) or getattr(layer, "mixer", None)
+    return found if hasattr(found, "experts") or hasattr(found, "down_proj") else None
+
+
 def moe_inputs(model, tokenizer, prompt: str) -> list[torch.Tensor | None]:
     """Per layer, the last token's input to its MoE block (``None`` for a dense layer)."""
     text = tokenizer.apply_chat_template(
@@ -78,9 +86,9 @@ def moe_inputs(model, tokenizer, prompt: str) -> list[torch.Tensor | None]:
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     kept: dict[int, torch.Tensor] = {}
     handles = [
-        layer.mlp.register_forward_pre_hook(lambda m, a, i=i: kept.__setitem__(i, a[0][0, -1].double().clone()))
+        block(layer).register_forward_pre_hook(lambda m, a, i=i: kept.__setitem__(i, a[0][0, -1].double().clone()))
         for i, layer in enumerate(model.model.layers)
-        if hasattr(layer.mlp, "experts")
+        if hasattr(block(layer), "experts")
     ]
     try:
         with torch.no_grad():
@@ -95,14 +103,14 @@ def moe_inputs(model, tokenizer, prompt: str) -> list[torch.Tensor | None]:
 def reference_statistics(family, model, tokenizer, prompts):
     """Per layer, expert and neuron: the sum of activations and how many last tokens were routed there."""
     total = np.zeros(
-        (LAYERS, EXPERTS, model.model.layers[-1].mlp.experts.down_proj.shape[-1 if family != "gpt_oss" else 1])
+        (LAYERS, EXPERTS, block(model.model.layers[-1]).experts.down_proj.shape[-1 if family != "gpt_oss" else 1])
     )
     counts = np.zeros((LAYERS, EXPERTS))
     for prompt in prompts:
         for layer, x in enumerate(moe_inputs(model, tokenizer, prompt)):
             if x is None:
                 continue
-            mlp = model.model.layers[layer].mlp
+            mlp = block(model.model.layers[layer])
             chosen, _ = route(family, mlp, x)
             for e in chosen.tolist():
                 total[layer, e] += expert_neurons(family, mlp.experts, e, x).numpy()
@@ -141,10 +149,17 @@ def test_layout_counts_experts_and_their_widths(moe):
     width = getattr(config, "moe_intermediate_size", None) or config.intermediate_size
     assert (lay.n_experts, lay.expert_width, lay.hidden_size) == (EXPERTS, width, HIDDEN)
     moe_layers = [site.layer for site in lay.sites if site.experts]
-    dense_first = getattr(config, "first_k_dense_replace", None) or len(getattr(config, "mlp_only_layers", []) or [])
-    assert moe_layers == list(range(dense_first, LAYERS))
-    shared = getattr(config, "shared_expert_intermediate_size", None) or (
-        config.moe_intermediate_size * config.n_shared_experts if family == "deepseek_v3" else 0
+    if family == "nemotron_h":  # one mixer per layer: Mamba-2, attention, experts
+        assert moe_layers == [2] and lay.without_mlp == (0, 1)
+    else:
+        dense_first = getattr(config, "first_k_dense_replace", None) or len(
+            getattr(config, "mlp_only_layers", []) or []
+        )
+        assert moe_layers == list(range(dense_first, LAYERS)) and lay.without_mlp == ()
+    shared = (
+        getattr(config, "shared_expert_intermediate_size", None)
+        or getattr(config, "moe_shared_expert_intermediate_size", None)
+        or (config.moe_intermediate_size * config.n_shared_experts if family == "deepseek_v3" else 0)
     )
     for layer in moe_layers:
         dense_sites = [s for s in lay.layer_sites(layer) if not s.experts]
@@ -215,7 +230,7 @@ def test_steering_matches_the_hand_computed_experts_and_keeps_routing(moe, token
     picks = [(last, e, i) for e in range(EXPERTS) for i in (1, 5)]
     neurons = expert_set(model, picks)
     factor = 3.0
-    mlp = model.model.layers[last].mlp
+    mlp = block(model.model.layers[last])
     routes: list[torch.Tensor] = []
     recorder = (mlp.router if family == "gpt_oss" else mlp.gate).register_forward_hook(
         lambda m, a, out: routes.append(out[2].clone())  # (logits, weights, chosen experts)
@@ -244,7 +259,7 @@ def test_steering_equals_edited_weights_and_reverts_bit_exactly(moe, tokenizer):
     neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=12, batch_size=4)
     assert bool((neurons.expert_of >= 0).any())
     experts_modules = [
-        (i, layer.mlp.experts) for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")
+        (i, block(layer).experts) for i, layer in enumerate(model.model.layers) if hasattr(block(layer), "experts")
     ]
     before = logits(model, tokenizer)
     with neurosteer.steer(model, neurons, factor=0.0):
@@ -256,7 +271,7 @@ def test_steering_equals_edited_weights_and_reverts_bit_exactly(moe, tokenizer):
     edited = copy.deepcopy(model)
     with torch.no_grad():
         for layer, expert, index in zip(neurons.layers, neurons.expert_of, neurons.indices, strict=True):
-            mlp = edited.model.layers[int(layer)].mlp
+            mlp = block(edited.model.layers[int(layer)])
             if int(expert) < 0:
                 shared = getattr(mlp, "shared_expert", None) or getattr(mlp, "shared_experts", None) or mlp
                 shared.down_proj.weight[:, int(index)] = 0
@@ -301,10 +316,10 @@ def test_logit_effect_of_an_expert_neuron_is_its_column_through_the_head(moe, to
 
     neurons = expert_set(model, [(LAYERS - 1, 2, 3), (LAYERS - 1, 0, 1)])
     effects = logit_effects(model, neurons)
-    experts = model.model.layers[-1].mlp.experts
+    experts = block(model.model.layers[-1]).experts
     for row, (e, i) in enumerate(((2, 3), (0, 1))):
         column = experts.down_proj[e, i, :] if family == "gpt_oss" else experts.down_proj[e, :, i]
-        norm = model.model.norm  # RMSNorm: gain times the direction
+        norm = getattr(model.model, "norm", None) or model.model.norm_f  # RMSNorm: gain times the direction
         expected = model.lm_head((norm.weight * column.detach())[None])[0]
         torch.testing.assert_close(effects[row], expected.float(), rtol=1e-4, atol=1e-4)
 

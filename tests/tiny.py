@@ -75,6 +75,22 @@ MOE_FAMILIES = {
         linear_key_head_dim=8,
         linear_value_head_dim=8,
     ),
+    # hybrid with one mixer per layer: a Mamba-2 layer and an attention layer (neither has an MLP),
+    # then experts with ReLU² (no gate) and a shared expert, sigmoid routing
+    "nemotron_h": dict(
+        layers_block_type=["mamba", "attention", "moe"],
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        moe_shared_expert_intermediate_size=16,
+        mamba_num_heads=4,
+        mamba_head_dim=8,
+        ssm_state_size=8,
+        n_groups=1,
+        chunk_size=16,
+        n_group=1,
+        topk_group=1,
+    ),
 }
 """Tiny mixtures of experts (4 experts, 2 per token) and their family-specific settings."""
 DENSE_FAMILIES = FAMILIES

@@ -10,89 +10,24 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.cli.common import (
-    BatchOpt,
-    ConfigOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    ModelOpt,
-    ProgressOpt,
-    TrustOpt,
-    app,
-    friendly_errors,
-    load_for,
-    settings_from,
-)
+from neurosteer.cli.common import app, friendly_errors, load_for, settings_from
+from neurosteer.cli.evaluation_options import EvaluationOptions, evaluation_options
 from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import finite
 
-SetsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--harmful-sets", help="Held-out harmful sets, comma-separated (jailbreakbench,strongreject,advbench)."
-    ),
-]
-NHarmfulOpt = Annotated[int | None, typer.Option("--n-harmful", help="Prompts per harmful set (default: 100).")]
-NHarmlessOpt = Annotated[int | None, typer.Option("--n-harmless", help="Harmless prompts (default: 100).")]
-HarmlessStartOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--harmless-start", help="First harmless_val prompt (default 0; 64 skips those 'neurosteer tune' reads)."
-    ),
-]
-NQuestionsOpt = Annotated[
-    int | None, typer.Option("--n-questions", help="Held-out questions of an A/B behaviour (default: 100).")
-]
-XSTestOpt = Annotated[int | None, typer.Option("--n-xstest", help="XSTest prompts per label; omit to skip XSTest.")]
-TokensOpt = Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens per answer (setting max_new_tokens).")]
-MMLUOpt = Annotated[bool, typer.Option("--mmlu", help="Also run MMLU through lm-eval (slow).")]
-SubjectsOpt = Annotated[
-    str | None, typer.Option("--mmlu-subjects", help="Comma-separated MMLU subjects (default: all 57).")
-]
-PerSubjectOpt = Annotated[int | None, typer.Option("--mmlu-per-subject", help="MMLU questions per subject (10).")]
-ShotsOpt = Annotated[int | None, typer.Option("--mmlu-shots", help="MMLU few-shot examples, 0-5 (default 0).")]
-JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Model that judges refusals too (e.g. qwen2.5-1.5b).")]
-BehaviourOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--behaviour",
-        "-b",
-        help="Bundled behaviour (see 'neurosteer list') or a behaviour .toml file (setting behaviour; "
-        "default refusal).",
-    ),
-]
-EvalFileOpt = Annotated[
-    Path | None,
-    typer.Option("--eval-file", help="Evaluate on this A/B file in CAA's format instead of the held-out split."),
-]
-NTrainOpt = Annotated[int | None, typer.Option("--n-train", help="Training prompts (or A/B pairs) per side (128).")]
 
-PLAN_OPTIONS = (
-    "harmful_sets",
-    "n_harmful",
-    "n_harmless",
-    "harmless_start",
-    "n_questions",
-    "n_xstest",
-    "mmlu",
-    "mmlu_subjects",
-    "mmlu_per_subject",
-    "mmlu_shots",
-)
-
-
-def make_plan(options: dict, settings):
-    """The evaluation plan from a command's options (its ``locals()``: the names in PLAN_OPTIONS)
-    and the settings (batch size, answer length); options left out take EvalPlan's defaults."""
+def make_plan(options: EvaluationOptions, settings):
+    """The evaluation plan from a command's options and the settings (batch size, answer length);
+    options left out take EvalPlan's defaults."""
     from pydantic import ValidationError
 
     from neurosteer.evaluation.evaluator import EvalPlan
     from neurosteer.util.prompts import bundled_prompt_sets
 
-    given = {name: options[name] for name in PLAN_OPTIONS if options.get(name) is not None}
+    given = {name: value for name, value in options.plan_options().items() if value is not None}
     if "harmful_sets" in given:
         sets = [s.strip() for s in given["harmful_sets"].split(",") if s.strip()]
         unknown = [s for s in sets if s not in bundled_prompt_sets()]
@@ -108,16 +43,15 @@ def make_plan(options: dict, settings):
         raise SettingsError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
 
-def prepare_evaluation(options: dict):
+def prepare_evaluation(options: EvaluationOptions):
     """Settings (flags, then NEUROSTEER_*, then the TOML file), plan and behaviour of ``eval`` and
-    ``sweep`` from the command's ``locals()``, checked (behaviour, --eval-file) before any model loads."""
+    ``sweep``, checked (behaviour, --eval-file) before any model loads."""
     from neurosteer.evaluation.behaviours import load_behaviour
 
-    flags = ("model", "batch_size", "device", "device_map", "max_new_tokens", "behaviour", "n_train")
-    settings = settings_from(options["config"], **{name: options[name] for name in flags})
+    settings = settings_from(options.config, **options.setting_flags())
     plan = make_plan(options, settings)
     behaviour = load_behaviour(settings.behaviour)
-    behaviour.evaluation(plan, eval_file=options["eval_file"])
+    behaviour.evaluation(plan, eval_file=options.eval_file)
     return settings, plan, behaviour
 
 
@@ -138,33 +72,14 @@ METHOD_NAMES = ", ".join(INTERVENTIONS)
 
 @app.command(name="eval")
 @friendly_errors
+@evaluation_options
 def evaluate(
     method: Annotated[str, typer.Option(help=f"none or a method: {METHOD_NAMES} (see 'neurosteer list').")] = "none",
     strength: Annotated[float, typer.Option(help="Method strength (see 'neurosteer sweep --help').")] = 1.0,
-    behaviour: BehaviourOpt = None,
-    eval_file: EvalFileOpt = None,
     neurons: Annotated[Path | None, typer.Option(help="Neuron set for cna (default: discover one).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write metrics and answers as JSON here.")] = None,
-    n_train: NTrainOpt = None,
-    harmful_sets: SetsOpt = None,
-    n_harmful: NHarmfulOpt = None,
-    n_harmless: NHarmlessOpt = None,
-    harmless_start: HarmlessStartOpt = None,
-    n_questions: NQuestionsOpt = None,
-    n_xstest: XSTestOpt = None,
-    max_new_tokens: TokensOpt = None,
-    mmlu: MMLUOpt = False,
-    mmlu_subjects: SubjectsOpt = None,
-    mmlu_per_subject: PerSubjectOpt = None,
-    mmlu_shots: ShotsOpt = None,
-    judge: JudgeOpt = None,
-    model: ModelOpt = None,
-    trust_remote_code: TrustOpt = False,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    device_map: DeviceMapOpt = None,
-    config: ConfigOpt = None,
-    progress: ProgressOpt = True,
+    *,
+    options: EvaluationOptions,
 ) -> None:
     """Measure a behaviour (refusal by default), KL (and MMLU) for one setting or the unsteered model."""
     from neurosteer.discovery.neuronset import NeuronSet
@@ -177,16 +92,17 @@ def evaluate(
     finite("--strength", strength)
     if out is not None:
         check_writable(out)
-    settings, plan, chosen = prepare_evaluation(locals())
+    settings, plan, chosen = prepare_evaluation(options)
     selected = NeuronSet.load(neurons) if neurons else None
-    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
+    lm, tokenizer = load_for(settings, trust_remote_code=options.trust_remote_code)
+    progress = options.progress
     evaluator = Evaluator(
         lm,
         tokenizer,
         plan,
         behaviour=chosen,
-        judge=load_judge(judge, plan.batch_size),
-        eval_file=str(eval_file) if eval_file else None,
+        judge=load_judge(options.judge, plan.batch_size),
+        eval_file=str(options.eval_file) if options.eval_file else None,
         progress=progress,
     )
     steering = nullcontext()
@@ -217,10 +133,9 @@ def evaluate(
 
 @app.command()
 @friendly_errors
+@evaluation_options
 def sweep(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results, plots and report.html.")],
-    behaviour: BehaviourOpt = None,
-    eval_file: EvalFileOpt = None,
     methods: Annotated[
         str | None,
         typer.Option(help=f"Comma-separated methods: {METHOD_NAMES} (default: {','.join(DEFAULT_METHODS)})."),
@@ -230,31 +145,13 @@ def sweep(
         typer.Option(help="Per method 'cna=-1,0.5,1;caa=1,2' or one list for all. Default: a few per method."),
     ] = None,
     neurons: Annotated[Path | None, typer.Option(help="Neuron set for cna (default: discover one).")] = None,
-    n_train: NTrainOpt = None,
     direction_layer: Annotated[
         int | None, typer.Option(help="Layer of the residual direction (default 60 % depth).")
     ] = None,
     caa_layer: Annotated[int | None, typer.Option(help="Layer CAA adds at (default: the direction layer).")] = None,
-    harmful_sets: SetsOpt = None,
-    n_harmful: NHarmfulOpt = None,
-    n_harmless: NHarmlessOpt = None,
-    harmless_start: HarmlessStartOpt = None,
-    n_questions: NQuestionsOpt = None,
-    n_xstest: XSTestOpt = None,
-    max_new_tokens: TokensOpt = None,
-    mmlu: MMLUOpt = False,
-    mmlu_subjects: SubjectsOpt = None,
-    mmlu_per_subject: PerSubjectOpt = None,
-    mmlu_shots: ShotsOpt = None,
-    judge: JudgeOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Start over even if OUT holds another sweep.")] = False,
-    model: ModelOpt = None,
-    trust_remote_code: TrustOpt = False,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    device_map: DeviceMapOpt = None,
-    config: ConfigOpt = None,
-    progress: ProgressOpt = True,
+    *,
+    options: EvaluationOptions,
 ) -> None:
     """Run every method at every strength on a behaviour; write results.csv/json, plots and report.html.
 
@@ -273,24 +170,23 @@ def sweep(
         from neurosteer.discovery.neuronset import NeuronSet
 
         NeuronSet.load(neurons)
-    settings, plan, _ = prepare_evaluation(locals())
+    settings, plan, _ = prepare_evaluation(options)
     sweep_config = SweepConfig(
         model=settings.model,
         behaviour=settings.behaviour,
-        eval_file=str(eval_file) if eval_file else None,
+        eval_file=str(options.eval_file) if options.eval_file else None,
         methods=chosen,
         strengths=parse_strengths(strengths, chosen),
         n_train=settings.n_train,
         direction_layer=direction_layer,
         caa_layer=caa_layer,
         neurons=str(neurons) if neurons else None,
-        judge=judge,
+        judge=options.judge,
         plan=plan,
     )
-    lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
-    rows = run_sweep(
-        lm, tokenizer, sweep_config, out, judge=load_judge(judge, plan.batch_size), force=force, progress=progress
-    )
+    lm, tokenizer = load_for(settings, trust_remote_code=options.trust_remote_code)
+    judge = load_judge(options.judge, plan.batch_size)
+    rows = run_sweep(lm, tokenizer, sweep_config, out, judge=judge, force=force, progress=options.progress)
     from neurosteer.metrics.registry import METRICS
 
     shown = [m for m in METRICS if any(m in r for r in rows)]

@@ -81,6 +81,6 @@ def ablate_direction(model: nn.Module, direction: torch.Tensor, strength: float 
     unit = unit_direction(direction, lay.hidden_size)
     finite("strength", strength)
     pre, post = _projection_hook(unit, strength)
-    writers = lay.attn_writers() + lay.mlp_writers()
+    writers = [w for w in lay.attn_writers() + lay.mlp_writers() if w is not None]
     with installed_hooks(post=[(module, post) for module in writers], pre_with_kwargs=[(lay.layers[0], pre)]):
         yield model

@@ -116,7 +116,11 @@ class KernelAblation(Intervention):
         lay, unit, attn, mlp = self._layer_weights(model, strength)
         post = []
         for writers, weights in ((lay.attn_writers(), attn), (lay.mlp_writers(), mlp)):
-            post += [(w, _projection_hook(unit, float(x))[1]) for w, x in zip(writers, weights, strict=True) if x != 0]
+            post += [
+                (w, _projection_hook(unit, float(x))[1])
+                for w, x in zip(writers, weights, strict=True)
+                if x != 0 and w is not None
+            ]
         return installed_hooks(post=post)
 
     @classmethod

@@ -174,12 +174,14 @@ def find_by_structure(model: nn.Module) -> Architecture:
             f"{', '.join(_LAYER_PATHS)}; the model has: {_children(base)}); {hint}"
         )
     mlp_name = next((n for layer in layers for n in _MLP_NAMES if _get(layer, n) is not None), None)
+    if mlp_name is None:  # a hybrid whose layers each hold one mixer: attention, a state space, an MLP or experts
+        mlp_name = next((n for layer in layers for n in _HYBRID_MIXERS if _is_mlp(_get(layer, n))), None)
     if mlp_name is None:
         raise UnsupportedArchitectureError(
             f"model_type '{model_type}' is not registered and its layers hold no MLP (looked for "
             f"{', '.join(_MLP_NAMES)}; a layer has: {_children(layers[0])}); {hint}"
         )
-    mlps = [_get(layer, mlp_name) for layer in layers if _get(layer, mlp_name) is not None]
+    mlps = [_get(layer, mlp_name) for layer in layers if _is_mlp(_get(layer, mlp_name))]
     experts = any(_get(mlp, "experts") is not None for mlp in mlps)
     dense = [mlp for mlp in mlps if _get(mlp, "experts") is None]
     out_name = next((n for mlp in dense for n in _OUT_PROJ_NAMES if _linear_at(mlp, n)), None)
@@ -193,6 +195,8 @@ def find_by_structure(model: nn.Module) -> Architecture:
         None,
     )
     attn_name = next((n for layer in layers for n in _ATTN_NAMES if _get(layer, n) is not None), None)
+    if attn_name is None and mlp_name in _HYBRID_MIXERS:
+        attn_name = mlp_name  # the mixers that are not MLPs write what attention would
     if attn_name is None:
         raise UnsupportedArchitectureError(
             f"model_type '{model_type}' is not registered and its layers hold no attention block (looked for "
@@ -205,13 +209,22 @@ def find_by_structure(model: nn.Module) -> Architecture:
         out_proj=f"{mlp_name}.{out_name}" if out_name else f"{mlp_name}.{_OUT_PROJ_NAMES[0]}",
         attn_write=_ATTN_POST_NORM if post_norm and _get(layers[0], _ATTN_POST_NORM) is not None else attn_name,
         mlp_write=_MLP_POST_NORM if post_norm else mlp_name,
-        attn_out_proj=None if post_norm or attn_out is None or experts else f"{attn_name}.{attn_out}",
+        attn_out_proj=None
+        if post_norm or attn_out is None or experts or attn_name == mlp_name
+        else f"{attn_name}.{attn_out}",
         position_embeddings=_find(base, _POSITION_EMBEDDINGS),
         final_norm=_find(base, _FINAL_NORMS),
         mlp_output_norm=_MLP_POST_NORM if post_norm else None,
         experts=f"{mlp_name}.experts" if experts else None,
         shared_out_proj=f"{mlp_name}.{shared}" if shared else None,
     )
+
+
+def _is_mlp(module: nn.Module | None) -> bool:
+    """An MLP block: a recognised output projection, or routed experts."""
+    if module is None:
+        return False
+    return _get(module, "experts") is not None or any(_linear_at(module, n) for n in _OUT_PROJ_NAMES)
 
 
 def _linear_at(root: nn.Module, path: str) -> bool:
@@ -284,26 +297,31 @@ class Layout:
             out[:, site.units] = site.output_columns()
         return out
 
-    def attn_writers(self) -> list[nn.Module]:
-        return [self._mixer(layer) for layer in self.layers]
+    def attn_writers(self) -> list[nn.Module | None]:
+        """Per layer, the module whose output its attention (or other mixer) adds to the residual
+        stream; ``None`` where a hybrid layer's only mixer is its MLP."""
+        mlps = self.mlp_writers()
+        return [None if (m := _mixer(layer, self.arch)) is mlps[i] else m for i, layer in enumerate(self.layers)]
 
-    def _mixer(self, layer: nn.Module) -> nn.Module:
-        """The layer's attention block, or what stands in for it in a hybrid model's other layers."""
-        for path in (self.arch.attn_write, *_HYBRID_MIXERS):
-            found = _get(layer, path)
-            if found is not None:
-                return found
-        return _resolve(layer, self.arch.attn_write, self.model_type)
-
-    def mlp_writers(self) -> list[nn.Module]:
-        return [_resolve(layer, self.arch.mlp_write, self.model_type) for layer in self.with_mlp()]
-
-    def with_mlp(self) -> list[nn.Module]:
-        return [layer for i, layer in enumerate(self.layers) if i not in self.without_mlp]
+    def mlp_writers(self) -> list[nn.Module | None]:
+        """Per layer, the module whose output its MLP adds to the residual stream (``None``: no MLP)."""
+        return [
+            None if i in self.without_mlp else _resolve(layer, self.arch.mlp_write, self.model_type)
+            for i, layer in enumerate(self.layers)
+        ]
 
     def resolve(self, path: str, root: nn.Module) -> nn.Module:
         """The module at ``path`` below ``root`` (a layer, or the base model)."""
         return _resolve(root, path, self.model_type)
+
+
+def _mixer(layer: nn.Module, arch: Architecture) -> nn.Module | None:
+    """The layer's attention block, or what stands in for it in a hybrid model's other layers."""
+    for path in (arch.attn_write, *_HYBRID_MIXERS):
+        found = _get(layer, path)
+        if found is not None:
+            return found
+    return None
 
 
 def _resolve(root: nn.Module, path: str, model_type: str) -> nn.Module:
@@ -351,6 +369,17 @@ def _experts_shape(experts: nn.Module, model_type: str) -> tuple[int, int, int]:
     return int(n), int(width), int(hidden)
 
 
+def _check_no_latent_projection(block: nn.Module | None, model_type: str) -> None:
+    """Refuse experts that work in a latent space (a projection around them): their neurons would
+    write to that space, not to the residual stream."""
+    for name, child in block.named_children() if block is not None else ():
+        if "latent" in name and not isinstance(child, nn.Identity):
+            raise UnsupportedArchitectureError(
+                f"the experts of this {model_type} model work in a latent space ('{name}' projects around them); "
+                "neurosteer reads experts that write to the residual stream directly"
+            )
+
+
 def layout(model: nn.Module) -> Layout:
     """Resolve the layers and neuron sites of ``model`` (a causal LM)."""
     model_type = model_type_of(model)
@@ -360,13 +389,21 @@ def layout(model: nn.Module) -> Layout:
     dense: list[tuple[int, nn.Module, nn.Module]] = []
     routed: list[tuple[int, nn.Module, nn.Module]] = []
     without_mlp = []
+    container = arch.out_proj.split(".")[0]
     for i, block in enumerate(layers):
+        if _mixer(block, arch) is None:
+            raise UnsupportedArchitectureError(
+                f"layer {i} of this {model_type} model is of a kind neurosteer does not know: no attention block "
+                f"and no mixer it recognises ({', '.join((arch.attn_write, *_HYBRID_MIXERS))}; the layer has: "
+                f"{_children(block)}); call neurosteer.register_architecture('{model_type}', Architecture(...))"
+            )
         experts = _get(block, arch.experts) if arch.experts else None
         if experts is not None:
+            _check_no_latent_projection(_get(block, container), model_type)
             routed.append((i, block, experts))
             if arch.shared_out_proj and _get(block, arch.shared_out_proj) is not None:
                 dense.append((i, block, _get(block, arch.shared_out_proj)))
-        elif _get(block, arch.out_proj.split(".")[0]) is None:
+        elif _get(block, container) is None or (container in _HYBRID_MIXERS and not _is_mlp(_get(block, container))):
             without_mlp.append(i)
         else:
             dense.append((i, block, _resolve(block, arch.out_proj, model_type)))
