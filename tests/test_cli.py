@@ -250,3 +250,15 @@ def test_eval_and_sweep_share_one_options_schema():
     assert shared <= set(options["eval"]) and shared <= set(options["sweep"])
     assert {n: options["eval"][n] for n in shared} == {n: options["sweep"][n] for n in shared}
     assert set(EvaluationOptions.PLAN) | set(EvaluationOptions.SETTINGS) <= shared
+
+
+def test_list_shows_every_method_with_what_the_registry_declares():
+    from neurosteer.interventions import INTERVENTIONS
+
+    listed = invoke("list", env={"COLUMNS": "400"})
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") >= 5}
+    for name, cls in INTERVENTIONS.items():
+        assert name in rows, name
+        for declared in (*cls.parameters, *cls.exports, cls.search_space or ""):
+            assert declared in rows[name], (name, declared)

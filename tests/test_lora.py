@@ -110,3 +110,29 @@ def test_cli_export_refuses_an_existing_directory_and_bad_options(cli_workspace,
     result = invoke(*args, "--out", tmp_path / "taken", "--force")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "taken" / "adapter_config.json").is_file()
+
+
+def test_export_formats_come_from_the_registry(cli_workspace, tmp_path):
+    """Each format is written for the methods that declare it; asking another is one line, before
+    any model loads, naming the methods that can."""
+    from neurosteer.cli.export import formats
+    from neurosteer.interventions import INTERVENTIONS
+
+    assert set(formats()) == {"lora", "gguf"}
+    assert [n for n, c in INTERVENTIONS.items() if "gguf" in c.exports] == ["cna"]
+    assert [n for n, c in INTERVENTIONS.items() if "lora" in c.exports] == ["cna", "ablation"]
+    args = ["export", "-m", cli_workspace / "llama", "--ablate-direction", "pos.txt,neg.json"]
+    result = invoke(*args, "--format", "gguf", "--out", tmp_path / "d.gguf")
+    assert_one_line_error(result, "--format gguf exports cna only, not ablation", "neurosteer bake")
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_search_space_is_declared_by_the_methods_it_searches():
+    from neurosteer.interventions import INTERVENTIONS
+    from neurosteer.runs.tune import SPACES, ClampSpace, NeuronSpace
+
+    declared = {cls.search_space for cls in INTERVENTIONS.values()} - {None}
+    assert declared == set(SPACES)
+    assert all(cls.search_space == "neurons" for cls in NeuronSpace.INTERVENTIONS.values())
+    assert INTERVENTIONS["clamp"].search_space == ClampSpace.name
+    assert set(INTERVENTIONS["clamp"].parameters) == {"margin"}

@@ -78,6 +78,12 @@ def block(layer: torch.nn.Module) -> torch.nn.Module | None:
     return found if hasattr(found, "experts") or hasattr(found, "down_proj") else None
 
 
+def last_moe(model) -> tuple[int, torch.nn.Module]:
+    """The last layer with routed experts, and its MoE block."""
+    found = [(i, block(layer)) for i, layer in enumerate(model.model.layers) if hasattr(block(layer), "experts")]
+    return found[-1]
+
+
 def moe_inputs(model, tokenizer, prompt: str) -> list[torch.Tensor | None]:
     """Per layer, the last token's input to its MoE block (``None`` for a dense layer)."""
     text = tokenizer.apply_chat_template(
@@ -102,9 +108,7 @@ def moe_inputs(model, tokenizer, prompt: str) -> list[torch.Tensor | None]:
 @torch.no_grad()
 def reference_statistics(family, model, tokenizer, prompts):
     """Per layer, expert and neuron: the sum of activations and how many last tokens were routed there."""
-    total = np.zeros(
-        (LAYERS, EXPERTS, block(model.model.layers[-1]).experts.down_proj.shape[-1 if family != "gpt_oss" else 1])
-    )
+    total = np.zeros((LAYERS, EXPERTS, last_moe(model)[1].experts.down_proj.shape[-1 if family != "gpt_oss" else 1]))
     counts = np.zeros((LAYERS, EXPERTS))
     for prompt in prompts:
         for layer, x in enumerate(moe_inputs(model, tokenizer, prompt)):
@@ -149,8 +153,8 @@ def test_layout_counts_experts_and_their_widths(moe):
     width = getattr(config, "moe_intermediate_size", None) or config.intermediate_size
     assert (lay.n_experts, lay.expert_width, lay.hidden_size) == (EXPERTS, width, HIDDEN)
     moe_layers = [site.layer for site in lay.sites if site.experts]
-    if family == "nemotron_h":  # one mixer per layer: Mamba-2, attention, experts
-        assert moe_layers == [2] and lay.without_mlp == (0, 1)
+    if family == "nemotron_h":  # one mixer per layer: Mamba-2, experts, attention
+        assert moe_layers == [1] and lay.without_mlp == (0, 2)
     else:
         dense_first = getattr(config, "first_k_dense_replace", None) or len(
             getattr(config, "mlp_only_layers", []) or []
@@ -226,7 +230,7 @@ def expert_set(model, picks: list[tuple[int, int, int]]) -> NeuronSet:
 
 def test_steering_matches_the_hand_computed_experts_and_keeps_routing(moe, tokenizer):
     family, model = moe
-    last = LAYERS - 1
+    last = last_moe(model)[0]
     picks = [(last, e, i) for e in range(EXPERTS) for i in (1, 5)]
     neurons = expert_set(model, picks)
     factor = 3.0
@@ -314,9 +318,10 @@ def test_logit_effect_of_an_expert_neuron_is_its_column_through_the_head(moe, to
     family, model = moe
     from neurosteer.inspection.logit_effect import logit_effects
 
-    neurons = expert_set(model, [(LAYERS - 1, 2, 3), (LAYERS - 1, 0, 1)])
+    last, moe_block = last_moe(model)
+    neurons = expert_set(model, [(last, 2, 3), (last, 0, 1)])
     effects = logit_effects(model, neurons)
-    experts = block(model.model.layers[-1]).experts
+    experts = moe_block.experts
     for row, (e, i) in enumerate(((2, 3), (0, 1))):
         column = experts.down_proj[e, i, :] if family == "gpt_oss" else experts.down_proj[e, :, i]
         norm = getattr(model.model, "norm", None) or model.model.norm_f  # RMSNorm: gain times the direction
@@ -443,3 +448,44 @@ def test_inspect_shows_each_neurons_expert_and_how_often_it_is_routed(tokenizer,
     table = invoke(*args)
     assert table.exit_code == 0 and "expert" in table.output and "routed: share" in table.output
     assert f"{reports[0]['routed_positive']:.0%} /" in table.output
+
+
+def test_hybrid_layers_without_mlp_are_skipped_and_said_so():
+    from neurosteer.util.errors import NeurosteerWarning
+
+    model = tiny_model("nemotron_h")
+    with pytest.warns(NeurosteerWarning, match=r"layers 0, 2 of this nemotron_h model have no MLP"):
+        lay = layout(model)
+    assert [w is None for w in lay.mlp_writers()] == [True, False, True]
+    assert [w is None for w in lay.attn_writers()] == [False, True, False]  # layer 1's only mixer is its MLP
+
+
+def test_unknown_layer_kind_and_latent_experts_are_refused_in_one_line():
+    model = tiny_model("nemotron_h")
+    model.model.layers[2].mixer = None  # a layer with neither attention nor a mixer neurosteer knows
+    model.model.layers[2].conv_block = torch.nn.Linear(HIDDEN, HIDDEN)
+    with pytest.raises(UnsupportedArchitectureError, match="layer 2 of this nemotron_h model is of a kind") as raised:
+        layout(model)
+    assert "\n" not in str(raised.value) and "conv_block" in str(raised.value)
+    latent = tiny_model("nemotron_h")
+    latent.model.layers[1].mixer.fc2_latent_proj = torch.nn.Linear(HIDDEN, HIDDEN)
+    with pytest.raises(UnsupportedArchitectureError, match="latent space"):
+        layout(latent)
+
+
+def test_unhookable_experts_checkpoint_is_one_line_before_any_prompt(tokenizer, tmp_path):
+    """Llama 4's experts run every token through a batched matmul with the routing applied to the
+    inputs (no per-expert gate, not transformers' experts layout): refused at load, exit 2."""
+    from clitools import assert_one_line_error, make_workspace
+
+    model = tiny_model(
+        "llama4_text", num_local_experts=4, num_experts_per_tok=1, intermediate_size=16, intermediate_size_mlp=64
+    )
+    model.save_pretrained(tmp_path / "llama4")
+    tokenizer.save_pretrained(tmp_path / "llama4")
+    make_workspace(tmp_path, families=())
+    out = tmp_path / "n.safetensors"
+    args = ("--positive", tmp_path / "pos.txt", "--negative", tmp_path / "neg.json", "--out", out)
+    result = invoke("discover", "--model", tmp_path / "llama4", *args)
+    assert_one_line_error(result, "experts of this llama4_text model (Llama4TextExperts) cannot be hooked")
+    assert not out.exists()

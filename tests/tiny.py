@@ -75,10 +75,10 @@ MOE_FAMILIES = {
         linear_key_head_dim=8,
         linear_value_head_dim=8,
     ),
-    # hybrid with one mixer per layer: a Mamba-2 layer and an attention layer (neither has an MLP),
-    # then experts with ReLU² (no gate) and a shared expert, sigmoid routing
+    # hybrid with one mixer per layer: a Mamba-2 layer, experts with ReLU² (no gate) and a shared
+    # expert (sigmoid routing), an attention layer; the first and the last have no MLP
     "nemotron_h": dict(
-        layers_block_type=["mamba", "attention", "moe"],
+        layers_block_type=["mamba", "moe", "attention"],
         n_routed_experts=4,
         num_experts_per_tok=2,
         moe_intermediate_size=16,

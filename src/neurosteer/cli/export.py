@@ -26,7 +26,12 @@ from neurosteer.util.console import console, plain
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import finite
 
-FORMATS = ("lora", "gguf")
+
+def formats() -> tuple[str, ...]:
+    """Every format some registered intervention exports to (read from the registry)."""
+    from neurosteer.interventions import INTERVENTIONS
+
+    return tuple(dict.fromkeys(f for cls in INTERVENTIONS.values() for f in cls.exports))
 
 
 @app.command()
@@ -56,11 +61,18 @@ def export(
 ) -> None:
     """Export a neuron steering (or directional ablation) as a LoRA adapter or a GGUF file."""
     from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.interventions import INTERVENTIONS, DirectionAblation, NeuronScaling
 
-    if fmt not in FORMATS:
-        raise SettingsError(f"unknown --format '{fmt}'; choose lora or gguf")
+    if fmt not in formats():
+        raise SettingsError(f"unknown --format '{fmt}'; choose {' or '.join(formats())}")
     if (neurons is None) == (direction_from is None):
         raise SettingsError("give exactly one of --neurons or --ablate-direction")
+    method = NeuronScaling if neurons is not None else DirectionAblation
+    if fmt not in method.exports:
+        able = ", ".join(name for name, cls in INTERVENTIONS.items() if fmt in cls.exports)
+        raise SettingsError(
+            f"--format {fmt} exports {able} only, not {method.name}; bake {method.name} with 'neurosteer bake'"
+        )
     finite("--factor", factor)
     finite("--strength", strength)
     if out.exists() and not force:
@@ -104,7 +116,6 @@ def export(
         return
     from neurosteer.export.gguf import export_gguf
 
-    if selected is None:
-        raise SettingsError("--format gguf exports neuron sets; bake directional ablation with 'neurosteer bake'")
+    assert selected is not None  # the registry says only neuron scaling exports to GGUF
     written = export_gguf(lm, settings.model, selected, factor, out, tensor_type=gguf_type, overwrite=force)
     console.print(plain(f"GGUF written to {written.path} ({written.changed} tensors changed, stored as {gguf_type})"))

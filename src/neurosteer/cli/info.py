@@ -50,9 +50,11 @@ def list_bundled() -> None:
     console.print(behaviours)
     from neurosteer.interventions import INTERVENTIONS
 
-    methods = Table("method", "strength (0 = unsteered, + removes, - amplifies)")
+    methods = Table("method", "strength (0 = unsteered, + removes, - amplifies)", "own parameters", "tune space")
+    methods.add_column("export")
     for name, cls in INTERVENTIONS.items():
-        methods.add_row(name, cls.strength_meaning)
+        own = "; ".join(f"{key}: {meaning}" for key, meaning in cls.parameters.items())
+        methods.add_row(name, cls.strength_meaning, own, cls.search_space or "", ", ".join(cls.exports))
     console.print(methods)
     sets = Table("prompt set", "prompts")
     for name in bundled_prompt_sets():

@@ -121,9 +121,13 @@ class Selective(Score):
             columns = lay.columns(layer)
             benefit[layer] = stats.neurons_positive.mean[layer] * (direction[layer] @ columns)
             cost[layer] = negative_mean_square[layer].to(columns.dtype) * columns.square().sum(0)
-        sample = cost.flatten().float()[:: max(1, cost.numel() // 1_000_000)]
-        floor = torch.quantile(sample, self.cost_floor_quantile)
-        return benefit.clamp(min=0) / (cost + float(floor)).sqrt()
+        # The floor is a quantile over the neurons that exist: units past a narrower layer's width,
+        # experts never routed to and layers without an MLP read no activation at all.
+        present = cost[(stats.neurons_positive.counts + stats.neurons_negative.counts) > 0].float()
+        sample = present[:: max(1, present.numel() // 1_000_000)]
+        floor = float(torch.quantile(sample, self.cost_floor_quantile)) if sample.numel() else 0.0
+        scale = (cost + floor).sqrt()
+        return torch.where(scale > 0, benefit.clamp(min=0) / scale.clamp(min=1e-300), torch.zeros_like(scale))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,13 @@ class Intervention(ABC):
     """Whether a sweep runs it when no methods are named."""
     selects_neurons: ClassVar[bool] = False
     """Whether it steers a neuron set (then built from ``BuildOptions.neurons`` when given)."""
+    parameters: ClassVar[dict[str, str]] = {}
+    """Its own parameters beyond the strength: name -> what it sets (``neurosteer list`` prints them)."""
+    exports: ClassVar[tuple[str, ...]] = ()
+    """The serving formats ``neurosteer export`` writes it in (``lora``, ``gguf``); whether it bakes
+    into a checkpoint is :meth:`bakes_exactly`, per model layout."""
+    search_space: ClassVar[str | None] = None
+    """The ``neurosteer tune`` space that searches its settings (``None``: not searched)."""
 
     @classmethod
     @abstractmethod

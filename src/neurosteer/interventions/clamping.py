@@ -68,6 +68,10 @@ class NeuronClamping(Intervention):
     )
     default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 1.0, 3.0, 6.0)
     selects_neurons: ClassVar[bool] = True
+    parameters: ClassVar[dict[str, str]] = {
+        "margin": "the edge of each neuron's range, in standard deviations past its mean on the negative prompts"
+    }
+    search_space: ClassVar[str | None] = "clamp"
     compared_by_default: ClassVar[bool] = False
 
     neurons: NeuronSet

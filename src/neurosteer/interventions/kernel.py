@@ -72,6 +72,11 @@ def blended_direction(diff: torch.Tensor, index: float) -> torch.Tensor:
 @dataclass
 class KernelAblation(Intervention):
     name: ClassVar[str] = "kernel"
+    parameters: ClassVar[dict[str, str]] = {
+        "direction_index": "a fractional layer index: the direction blended between the two layers around it",
+        "attn, mlp": "per-layer weights of the attention and MLP writes (peak, its position, reach, edge weight)",
+    }
+    search_space: ClassVar[str | None] = "ablation"
     strength_meaning: ClassVar[str] = (
         "directional ablation of attention and MLP writes with per-layer kernel weights, times strength"
     )

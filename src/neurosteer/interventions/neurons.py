@@ -21,6 +21,8 @@ class NeuronScaling(Intervention):
     strength_meaning: ClassVar[str] = "neurons scaled by 1 - strength (1 ablates, 2 flips, -1 doubles them)"
     default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 0.5, 1.0, 1.5, 2.0)
     selects_neurons: ClassVar[bool] = True
+    exports: ClassVar[tuple[str, ...]] = ("lora", "gguf")
+    search_space: ClassVar[str | None] = "neurons"
 
     neurons: NeuronSet
 

@@ -48,6 +48,7 @@ class NeuronPatching(Intervention):
     )
     default_strengths: ClassVar[tuple[float, ...]] = (-1.0, 0.5, 1.0, 1.5)
     selects_neurons: ClassVar[bool] = True
+    search_space: ClassVar[str | None] = "neurons"
     compared_by_default: ClassVar[bool] = False
 
     neurons: NeuronSet

@@ -36,6 +36,8 @@ def _layer(directions: ResidualDirections, layer: int | None) -> int:
 @dataclass
 class DirectionAblation(Intervention):
     name: ClassVar[str] = "ablation"
+    parameters: ClassVar[dict[str, str]] = {"direction_layer": "the layer whose residual mean difference is removed"}
+    exports: ClassVar[tuple[str, ...]] = ("lora",)
     strength_meaning: ClassVar[str] = (
         "strength x the direction's component removed everywhere (1 = directional ablation, -1 doubles it)"
     )
@@ -70,6 +72,7 @@ class DirectionAblation(Intervention):
 @dataclass
 class ActivationAddition(Intervention):
     name: ClassVar[str] = "caa"
+    parameters: ClassVar[dict[str, str]] = {"layer": "the layer whose residual stream the mean difference is added to"}
     strength_meaning: ClassVar[str] = (
         "strength x the mean difference subtracted after one layer (1 moves the positive mean onto the "
         "negative one, -1 adds it)"

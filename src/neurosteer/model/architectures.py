@@ -123,7 +123,7 @@ def register_architecture(model_type: str, architecture: Architecture, *, replac
 
 
 # Names a dense decoder's modules go by, most common first.
-_LAYER_PATHS = ("layers", "h", "decoder.layers", "blocks", "transformer.h")
+_LAYER_PATHS = ("layers", "h", "decoder.layers", "blocks", "transformer.h", "model.layers")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn")
 _OUT_PROJ_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2", "fc_out")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
@@ -181,13 +181,14 @@ def find_by_structure(model: nn.Module) -> Architecture:
             f"model_type '{model_type}' is not registered and its layers hold no MLP (looked for "
             f"{', '.join(_MLP_NAMES)}; a layer has: {_children(layers[0])}); {hint}"
         )
-    mlps = [_get(layer, mlp_name) for layer in layers if _is_mlp(_get(layer, mlp_name))]
+    present = [_get(layer, mlp_name) for layer in layers if _get(layer, mlp_name) is not None]
+    mlps = [mlp for mlp in present if _is_mlp(mlp)]
     experts = any(_get(mlp, "experts") is not None for mlp in mlps)
     dense = [mlp for mlp in mlps if _get(mlp, "experts") is None]
     out_name = next((n for mlp in dense for n in _OUT_PROJ_NAMES if _linear_at(mlp, n)), None)
     if out_name is None and not experts:
         raise UnsupportedArchitectureError(
-            f"model_type '{model_type}' is not registered and its MLP ('{mlp_name}': {_children(mlps[0])}) has no "
+            f"model_type '{model_type}' is not registered and its MLP ('{mlp_name}': {_children(present[0])}) has no "
             f"output projection neurosteer recognises ({', '.join(_OUT_PROJ_NAMES)}); {hint}"
         )
     shared = next(
