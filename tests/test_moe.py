@@ -489,3 +489,48 @@ def test_unhookable_experts_checkpoint_is_one_line_before_any_prompt(tokenizer, 
     result = invoke("discover", "--model", tmp_path / "llama4", *args)
     assert_one_line_error(result, "experts of this llama4_text model (Llama4TextExperts) cannot be hooked")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("family", "uniform"), [("qwen2_moe", False), ("gpt_oss", True), ("deepseek_v3", False)])
+def test_lora_adapter_on_expert_weights_matches_hooks_in_a_fresh_process(family, uniform, tokenizer, tmp_path):
+    """For deepseek_v3 (dense first layer, shared experts) the set is cut to its expert neurons:
+    PEFT moves that family's ``down_proj`` module targets onto the experts (next test)."""
+    """Expert neurons export through PEFT's ``target_parameters`` (one update per expert of the 3-D
+    ``down_proj``), shared-expert and dense neurons as ordinary module targets; PEFT loads the
+    adapter in a process that never imports neurosteer and reproduces the hooks."""
+    model = tiny_model(family)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=14, batch_size=4)
+    assert bool((neurons.expert_of >= 0).any())
+    if family == "qwen2_moe":  # shared-expert neurons too: ordinary module targets beside the experts
+        assert bool((neurons.expert_of < 0).any())
+    if family == "deepseek_v3":
+        neurons = neurons.subset((neurons.expert_of >= 0).nonzero().flatten(), neurons.method)
+    neurons.save(tmp_path / "n.safetensors")
+    ids = [tokenizer(p)["input_ids"] for p in POSITIVE[:2] + NEGATIVE[:2]]
+    with neurosteer.steer(model, neurons, factor=-0.5):
+        expected = in_process_logits(model, ids)
+    unsteered = in_process_logits(model, ids)
+    args = ["export", "-m", tmp_path / "base", "--neurons", tmp_path / "n.safetensors", "--factor", "-0.5"]
+    result = invoke(*args, "--format", "lora", "--out", tmp_path / "adapter", *(["--uniform-rank"] if uniform else []))
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    routed_layers = {int(layer) for layer in neurons.layers[neurons.expert_of >= 0]}
+    assert sorted(config["target_parameters"]) == sorted(
+        f"model.layers.{layer}.mlp.experts.down_proj" for layer in routed_layers
+    )
+    got = fresh_process_logits(tmp_path / "base", ids, tmp_path, adapter=tmp_path / "adapter")
+    for a, b, c in zip(got, expected, unsteered, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+        assert (b - c).abs().max() > 1e-2
+
+
+def test_lora_refuses_module_targets_peft_would_move_onto_the_experts(tokenizer, tmp_path):
+    from neurosteer.export.lora import neuron_updates
+    from neurosteer.util.errors import NeurosteerError
+
+    model = tiny_model("deepseek_v3")
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=14, batch_size=4)
+    with pytest.raises(NeurosteerError, match="PEFT loads a deepseek_v3 adapter's down_proj targets onto the experts"):
+        neuron_updates(model, neurons, 0.0)

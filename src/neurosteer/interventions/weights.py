@@ -40,6 +40,11 @@ def bake(model: nn.Module, neurons: NeuronSet, factor: Factor = 0.0) -> nn.Modul
 
 def writer_linears(model: nn.Module, lay: Layout) -> list[nn.Module]:
     """The linear maps that write into the residual stream: attention and MLP output projections."""
+    if lay.is_moe or lay.without_mlp:
+        raise NeurosteerError(
+            f"directional ablation cannot be baked into {lay.model_type} yet: its experts' 3-D weights and "
+            "hybrid layers are not orthogonalized; steer with hooks instead"
+        )
     if lay.arch.attn_out_proj is None:
         raise NeurosteerError(
             f"directional ablation cannot be baked exactly into {lay.model_type}: a norm follows each "
