@@ -10,13 +10,15 @@ import torch
 
 import neurosteer
 from neurosteer.discovery.directions import residual_directions
+from neurosteer.interventions import DirectionAblation
 from neurosteer.interventions.baselines import ablate_direction
+from neurosteer.model.architectures import layout
 from neurosteer.util.errors import NeurosteerError
 
 from checkpoint_logits import fresh_process_logits, in_process_logits
 from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE
-from tiny import tiny_model, tiny_tokenizer
+from tiny import ALL_FAMILIES, tiny_model, tiny_tokenizer
 
 
 def prompt_ids(tokenizer):
@@ -67,10 +69,17 @@ def test_bake_api_equals_steer_with_per_neuron_factors(tokenizer):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen3"])
-def test_bake_direction_equals_directional_ablation_hooks(family, tokenizer):
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_bake_direction_equals_directional_ablation_hooks_where_it_claims_to(family, tokenizer):
+    """Every family: the bake equals the hooks where ``DirectionAblation.bakes_exactly`` says so,
+    and is refused in one line elsewhere (post-norm families, experts' 3-D writers, hybrids)."""
     model = tiny_model(family)
     direction = residual_directions(model, tokenizer, POSITIVE, NEGATIVE).diff[1]
+    if not DirectionAblation.bakes_exactly(layout(model)):
+        with pytest.raises(NeurosteerError, match="cannot be baked") as raised:
+            neurosteer.bake_direction(model, direction)
+        assert "\n" not in str(raised.value)
+        return
     ids = prompt_ids(tokenizer)
     with ablate_direction(model, direction):
         expected = in_process_logits(model, ids)
@@ -92,10 +101,10 @@ def test_bake_direction_unties_embeddings(tokenizer):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_bake_direction_refuses_post_norm_families(tokenizer):
-    model = tiny_model("gemma2")
-    with pytest.raises(NeurosteerError, match="cannot be baked exactly"):
-        neurosteer.bake_direction(model, torch.ones(model.config.hidden_size))
+def test_bake_direction_claims_follow_the_layout():
+    claims = {family: DirectionAblation.bakes_exactly(layout(tiny_model(family))) for family in ALL_FAMILIES}
+    assert not claims["gemma2"] and not claims["olmo2"] and not claims["mixtral"] and not claims["nemotron_h"]
+    assert claims["llama"] and claims["gpt2"] and claims["opt"]
 
 
 def test_bake_cli_dtype_force_and_errors(tmp_path):
