@@ -288,7 +288,7 @@ def test_steering_equals_edited_weights_and_reverts_bit_exactly(moe, tokenizer):
     assert not torch.allclose(steered, before, atol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["qwen2_moe", "gpt_oss", "deepseek_v3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_bake_cli_equals_hooks_in_a_fresh_process(family, tokenizer, tmp_path):
     model = tiny_model(family)
     model.save_pretrained(tmp_path / "model")

@@ -48,7 +48,8 @@ def bake_command(
 ) -> None:
     """Bake a neuron set (or directional ablation) into a Hugging Face checkpoint any engine can load."""
     from neurosteer.discovery.neuronset import NeuronSet
-    from neurosteer.interventions.weights import bake, bake_direction, bake_record
+    from neurosteer.interventions import DirectionAblation, Intervention, NeuronScaling
+    from neurosteer.interventions.weights import bake_record
     from neurosteer.model.checkpoint import parse_dtype, save_checkpoint
 
     if (neurons is None) == (direction_from is None):
@@ -61,12 +62,15 @@ def bake_command(
     settings = settings_from(config, model=model, device=device, device_map=device_map)
     selected = NeuronSet.load(neurons) if neurons else None
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
+    # Each is a registered intervention, baked through its own weight edit (which refuses, in one
+    # line, a layout it cannot edit exactly).
+    intervention: Intervention
     if selected is not None:
-        bake(lm, selected, factor)
+        intervention, strength = NeuronScaling(selected), 1.0 - factor  # NeuronScaling.factor's inverse
         record = bake_record(selected, factor, source=settings.model, dtype=dtype)
     else:
         direction, layer = direction_from_spec(lm, tokenizer, direction_from or "", direction_layer, n_train)
-        bake_direction(lm, direction)
+        intervention, strength = DirectionAblation(direction, layer), 1.0
         record = bake_record(
             None,
             None,
@@ -77,6 +81,7 @@ def bake_command(
             prompts=(direction_from or "").split(","),
             n_train=n_train,
         )
+    intervention.bake(lm, strength)
     with console.status(f"writing {safe(out)}"):
         save_checkpoint(lm, tokenizer, out, dtype=written_dtype, record=record, overwrite=force)
     console.print(

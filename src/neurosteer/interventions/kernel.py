@@ -22,6 +22,7 @@ from neurosteer.discovery.contrast import ContrastStats
 from neurosteer.discovery.directions import unit_direction
 from neurosteer.interventions.base import BuildOptions, Intervention
 from neurosteer.interventions.baselines import _projection_hook
+from neurosteer.interventions.residual import DirectionAblation
 from neurosteer.interventions.weights import _edit, writer_linears
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.hooks import installed_hooks
@@ -130,8 +131,8 @@ class KernelAblation(Intervention):
 
     @classmethod
     def bakes_exactly(cls, lay: Layout) -> bool:
-        """Not where a norm follows each block's output (Gemma 2/3, OLMo 2)."""
-        return lay.arch.attn_out_proj is not None
+        """Where directional ablation bakes (its writers, weighted per layer)."""
+        return DirectionAblation.bakes_exactly(lay)
 
     @torch.no_grad()
     def bake(self, model: nn.Module, strength: float) -> nn.Module:

@@ -59,8 +59,9 @@ class DirectionAblation(Intervention):
 
     @classmethod
     def bakes_exactly(cls, lay: Layout) -> bool:
-        """Not where a norm follows each block's output (Gemma 2/3, OLMo 2)."""
-        return lay.arch.attn_out_proj is not None
+        """Not where a norm follows each block's output (Gemma 2/3, OLMo 2), nor where experts' 3-D
+        weights or a hybrid's other mixers write to the residual stream."""
+        return lay.arch.attn_out_proj is not None and not lay.is_moe and not lay.without_mlp
 
     def bake(self, model: nn.Module, strength: float) -> nn.Module:
         return bake_direction(model, self.direction, strength=strength)
