@@ -447,6 +447,8 @@ def test_inspect_shows_each_neurons_expert_and_how_often_it_is_routed(tokenizer,
     assert [r["routed_positive"] for r in reports] == pytest.approx(neurons.routed_positive.tolist())
     table = invoke(*args)
     assert table.exit_code == 0 and "expert" in table.output and "routed: share" in table.output
+    described = invoke("info", path, env={"COLUMNS": "200"})
+    assert described.exit_code == 0 and "in routed experts" in described.output
     assert f"{reports[0]['routed_positive']:.0%} /" in table.output
 
 

@@ -21,9 +21,15 @@ def info(path: Annotated[Path, typer.Argument(help="A neuron-set file written by
 
     neurons = NeuronSet.load(path)
     console.print_json(json.dumps(neurons.metadata()))
-    table = Table("layer", "neurons", title="neurons per layer")
+    moe = neurons.experts is not None
+    table = Table("layer", "neurons", *(("in routed experts (which)",) if moe else ()), title="neurons per layer")
     for layer, count in neurons.count_by_layer().items():
-        table.add_row(str(layer), str(count))
+        row = [str(layer), str(count)]
+        if moe:
+            experts = neurons.expert_of[neurons.layers == layer]
+            routed = sorted(set(experts[experts >= 0].tolist()))
+            row.append(f"{int((experts >= 0).sum())} ({', '.join(map(str, routed))})" if routed else "0")
+        table.add_row(*row)
     console.print(table)
 
 
