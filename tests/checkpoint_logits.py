@@ -59,3 +59,25 @@ def in_process_logits(model, token_ids: list[list[int]], *, last_only: bool = Fa
     with torch.no_grad():
         logits = [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in token_ids]
     return [x[-1:] for x in logits] if last_only else logits
+
+
+def check_cli_bake_matches_hooks(model, tokenizer, neurons, factor: float, work: Path) -> Path:
+    """Save ``model`` and ``neurons``, bake them with ``neurosteer bake --factor``, and check that the
+    checkpoint, loaded in a fresh process, gives the hook-steered logits; returns the checkpoint."""
+    import neurosteer
+
+    from clitools import invoke
+    from conftest import NEGATIVE, POSITIVE
+
+    model.save_pretrained(work / "model")
+    tokenizer.save_pretrained(work / "model")
+    neurons.save(work / "n.safetensors")
+    ids = [tokenizer(p)["input_ids"] for p in POSITIVE[:2] + NEGATIVE[:2]]
+    with neurosteer.steer(model, neurons, factor=factor):
+        expected = in_process_logits(model, ids)
+    args = ["--model", work / "model", "--neurons", work / "n.safetensors", "--factor", str(factor)]
+    result = invoke("bake", *args, "--out", work / "baked")
+    assert result.exit_code == 0, result.output
+    for got, want in zip(fresh_process_logits(work / "baked", ids, work), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    return work / "baked"

@@ -15,7 +15,7 @@ from neurosteer.interventions.baselines import ablate_direction
 from neurosteer.model.architectures import layout
 from neurosteer.util.errors import NeurosteerError
 
-from checkpoint_logits import fresh_process_logits, in_process_logits
+from checkpoint_logits import check_cli_bake_matches_hooks, in_process_logits
 from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE, POSITIVE
 from tiny import ALL_FAMILIES, tiny_model, tiny_tokenizer
@@ -29,32 +29,12 @@ def prompt_ids(tokenizer):
 def test_bake_cli_checkpoint_matches_hooks_in_a_fresh_process(family, tmp_path):
     tokenizer = tiny_tokenizer()
     model = tiny_model(family)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
     neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=12)
-    neurons.save(tmp_path / "n.safetensors")
-    ids = prompt_ids(tokenizer)
-    with neurosteer.steer(model, neurons, factor=-1.5):
-        expected = in_process_logits(model, ids)
-    result = invoke(
-        "bake",
-        "--model",
-        tmp_path / "model",
-        "--neurons",
-        tmp_path / "n.safetensors",
-        "--factor",
-        "-1.5",
-        "--out",
-        tmp_path / "baked",
-    )
-    assert result.exit_code == 0, result.output
-    got = fresh_process_logits(tmp_path / "baked", ids, tmp_path)
-    for a, b in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-    record = json.loads((tmp_path / "baked" / "neurosteer.json").read_text())
+    baked = check_cli_bake_matches_hooks(model, tokenizer, neurons, -1.5, tmp_path)
+    record = json.loads((baked / "neurosteer.json").read_text())
     assert record["neurons_fingerprint"] == neurons.fingerprint() and record["factor"] == -1.5
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
-        assert (tmp_path / "baked" / name).is_file()
+        assert (baked / name).is_file()
 
 
 def test_bake_api_equals_steer_with_per_neuron_factors(tokenizer):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_discovery import naive_last_token
 
 import neurosteer
 from neurosteer.discovery.contrast import collect_contrast
@@ -20,7 +21,7 @@ from neurosteer.discovery.neuronset import ModelSignature, NeuronSet
 from neurosteer.model.architectures import layout
 from neurosteer.util.errors import IncompatibleNeuronsError, NeuronFileError, UnsupportedArchitectureError
 
-from checkpoint_logits import fresh_process_logits, in_process_logits
+from checkpoint_logits import check_cli_bake_matches_hooks, fresh_process_logits, in_process_logits
 from clitools import invoke
 from conftest import NEGATIVE, POSITIVE
 from test_steering import logits
@@ -85,24 +86,14 @@ def last_moe(model) -> tuple[int, torch.nn.Module]:
 
 
 def moe_inputs(model, tokenizer, prompt: str) -> list[torch.Tensor | None]:
-    """Per layer, the last token's input to its MoE block (``None`` for a dense layer)."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    kept: dict[int, torch.Tensor] = {}
-    handles = [
-        block(layer).register_forward_pre_hook(lambda m, a, i=i: kept.__setitem__(i, a[0][0, -1].double().clone()))
-        for i, layer in enumerate(model.model.layers)
-        if hasattr(block(layer), "experts")
-    ]
-    try:
-        with torch.no_grad():
-            model(input_ids=ids)
-    finally:
-        for h in handles:
-            h.remove()
-    return [kept.get(i) for i in range(LAYERS)]
+    """Per layer, the last token's input to its MoE block (``None`` for a layer without experts)."""
+    moe_layers = [i for i, layer in enumerate(model.model.layers) if hasattr(block(layer), "experts")]
+    kept: list[torch.Tensor] = []
+    pre = [(block(model.model.layers[i]), lambda m, a: kept.append(a[0].clone())) for i in moe_layers]
+    with torch.no_grad():
+        rows = naive_last_token(model, tokenizer, [prompt], kept, pre=pre)[0]  # [MoE layers, hidden]
+    found = dict(zip(moe_layers, torch.from_numpy(rows), strict=True))
+    return [found.get(i) for i in range(LAYERS)]
 
 
 @torch.no_grad()
@@ -291,27 +282,9 @@ def test_steering_equals_edited_weights_and_reverts_bit_exactly(moe, tokenizer):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bake_cli_equals_hooks_in_a_fresh_process(family, tokenizer, tmp_path):
     model = tiny_model(family)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
     neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=12, batch_size=4)
-    assert bool((neurons.expert_of >= 0).any()) and neurons.save(tmp_path / "n.safetensors")
-    ids = [tokenizer(p)["input_ids"] for p in POSITIVE[:2] + NEGATIVE[:2]]
-    with neurosteer.steer(model, neurons, factor=-1.5):
-        expected = in_process_logits(model, ids)
-    result = invoke(
-        "bake",
-        "--model",
-        tmp_path / "model",
-        "--neurons",
-        tmp_path / "n.safetensors",
-        "--factor",
-        "-1.5",
-        "--out",
-        tmp_path / "baked",
-    )
-    assert result.exit_code == 0, result.output
-    for got, want in zip(fresh_process_logits(tmp_path / "baked", ids, tmp_path), expected, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert bool((neurons.expert_of >= 0).any())
+    check_cli_bake_matches_hooks(model, tokenizer, neurons, -1.5, tmp_path)
 
 
 def test_logit_effect_of_an_expert_neuron_is_its_column_through_the_head(moe, tokenizer):

@@ -55,16 +55,10 @@ class ContrastStats:
 
     def check_compatible(self, model: nn.Module, lay: Layout | None = None) -> None:
         theirs = ModelSignature.of(model, lay)
-        mine = self.model
-        if (theirs.model_type, theirs.n_layers, theirs.neurons_per_layer, theirs.hidden_size) != (
-            mine.model_type,
-            mine.n_layers,
-            mine.neurons_per_layer,
-            mine.hidden_size,
-        ):
+        if theirs.shape_key() != self.model.shape_key():
             raise IncompatibleNeuronsError(
-                f"these statistics come from a {mine.model_type} model with {mine.n_layers} layers x "
-                f"{mine.neurons_per_layer} neurons, not this {theirs.model_type} model; collect them on this model"
+                f"these statistics come from a {self.model.describe()}, not this {theirs.describe()}; "
+                "collect them on this model"
             )
 
     def metadata(self) -> dict[str, Any]:

@@ -52,6 +52,21 @@ class ModelSignature:
             del data["n_experts"], data["expert_width"]
         return data
 
+    def shape_key(self) -> tuple[Any, ...]:
+        """What must match for neurons or statistics of one model to apply to another."""
+        return (
+            self.model_type,
+            self.n_layers,
+            self.neurons_per_layer,
+            self.hidden_size,
+            self.n_experts,
+            self.expert_width,
+        )
+
+    def describe(self) -> str:
+        """``"qwen2 model with 24 layers x 4864 neurons (no experts)"``."""
+        return f"{self.model_type} model with {_shape(self)}"
+
     @property
     def dense_width(self) -> int:
         return self.neurons_per_layer - self.n_experts * self.expert_width
@@ -291,17 +306,10 @@ class NeuronSet:
     def check_compatible(self, model: nn.Module, lay: Layout | None = None) -> None:
         """Raise ``IncompatibleNeuronsError`` unless ``model`` has this set's type and shape."""
         theirs = ModelSignature.of(model, lay)
-        mine = self.model
-        if (theirs.model_type, theirs.n_layers, theirs.neurons_per_layer, theirs.n_experts, theirs.expert_width) != (
-            mine.model_type,
-            mine.n_layers,
-            mine.neurons_per_layer,
-            mine.n_experts,
-            mine.expert_width,
-        ):
+        if theirs.shape_key() != self.model.shape_key():
             raise IncompatibleNeuronsError(
-                f"these neurons come from a {mine.model_type} model with {_shape(mine)}, but this is a "
-                f"{theirs.model_type} model with {_shape(theirs)}; discover neurons on this model"
+                f"these neurons come from a {self.model.describe()}, but this is a {theirs.describe()}; "
+                "discover neurons on this model"
             )
 
     def metadata(self) -> dict[str, Any]:

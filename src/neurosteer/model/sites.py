@@ -65,13 +65,11 @@ def require_in_memory(weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
-@dataclass(frozen=True)
-class NeuronSite:
-    """The neurons of one layer's MLP: the input of ``module``, ``width`` of them.
-
-    ``block`` is the decoder layer holding it (its input shape restores flattened positions);
-    ``expert`` is -1 for a dense layer's MLP.
-    """
+@dataclass(frozen=True, kw_only=True)
+class _Site:
+    """What both kinds of site hold: the layer, the module whose input (or whose experts' inner
+    activations) are the neurons, and the decoder layer around it, whose input's ``[rows,
+    positions]`` shape each pass records (families that flatten them inside the MLP)."""
 
     layer: int
     module: nn.Module
@@ -81,6 +79,19 @@ class NeuronSite:
     offset: int = 0
     """Where this site's neurons start in the layer's neuron space."""
     _shape: list = field(default_factory=lambda: [None], repr=False, compare=False)
+
+    def _record_shape(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if isinstance(hidden, torch.Tensor) and hidden.ndim >= 3:
+            self._shape[0] = (hidden.shape[0], hidden.shape[1])
+
+    def _shape_hooks(self) -> Hooks:
+        return Hooks(pre_with_kwargs=((self.block, self._record_shape),))
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeuronSite(_Site):
+    """The neurons of one layer's MLP (or shared expert): the input of ``module``, ``width`` of them."""
 
     @property
     def units(self) -> slice:
@@ -97,20 +108,12 @@ class NeuronSite:
 
     # -- activations ---------------------------------------------------------------------------
 
-    def _record_shape(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs.get("hidden_states")
-        if isinstance(hidden, torch.Tensor) and hidden.ndim >= 3:
-            self._shape[0] = (hidden.shape[0], hidden.shape[1])
-
     def _unflatten(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as ``[rows, positions, width]`` (families that flatten them inside the MLP)."""
         if x.ndim == 3:
             return x
         rows = self._shape[0][0] if self._shape[0] is not None else 1
         return x.reshape(rows, -1, x.shape[-1])
-
-    def _shape_hooks(self) -> Hooks:
-        return Hooks(pre_with_kwargs=((self.block, self._record_shape),))
 
     def reading(self, fn: Reader) -> Hooks:
         """Hooks that pass each forward pass's activations, ``[rows, positions, width]``, to ``fn``."""
@@ -235,8 +238,8 @@ def _hooked_experts_forward(experts: nn.Module, taps: list[_Tap]):
     return forward
 
 
-@dataclass(frozen=True)
-class ExpertsSite:
+@dataclass(frozen=True, kw_only=True)
+class ExpertsSite(_Site):
     """The routed experts of one mixture-of-experts layer: ``n_experts`` times ``width`` neurons
     (each the input of its expert's down projection), held by one module with 3-D parameters
     (``gate_up_proj``/``up_proj`` and ``down_proj``, ``[experts, ...]``; transposed and biased
@@ -248,14 +251,7 @@ class ExpertsSite:
     is back, so the model computes bit for bit what it did before.
     """
 
-    layer: int
-    module: nn.Module
-    block: nn.Module
     n_experts: int
-    width: int
-    hidden_size: int
-    offset: int = 0
-    _shape: list = field(default_factory=lambda: [None], repr=False, compare=False)
 
     @property
     def units(self) -> slice:
@@ -309,11 +305,6 @@ class ExpertsSite:
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    def _record_shape(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs.get("hidden_states")
-        if isinstance(hidden, torch.Tensor) and hidden.ndim >= 3:
-            self._shape[0] = (hidden.shape[0], hidden.shape[1])
-
     def _tapped(self, tap: _Tap) -> Hooks:
         experts = self.module
 
@@ -331,7 +322,7 @@ class ExpertsSite:
                     del experts.forward  # the class's own forward (its experts implementation) again
                     del experts.__dict__["_neurosteer_taps"]
 
-        return Hooks(pre_with_kwargs=((self.block, self._record_shape),), contexts=(installed_tap,))
+        return self._shape_hooks() + Hooks(contexts=(installed_tap,))
 
     def reading(self, fn: Reader) -> Hooks:
         """Hooks that pass each expert's activations, ``[rows, positions, width]`` with unrouted
