@@ -128,7 +128,8 @@ def test_ab_attribution_matches_finite_differences(family, positions):
     contrast's gap at the answer letter, is the slope of that difference when the neuron moves by
     the gap."""
     model, tok = tiny_model(family), tiny_tokenizer()
-    behaviour = ABBehaviour("t", "", AB_ITEMS, eval_items=AB_ITEMS[:2])
+    held_out = [ABQuestion("Is 100 larger than 101?\n (A) yes\n (B) no", "B", "A")]
+    behaviour = ABBehaviour("t", "", AB_ITEMS, eval_items=held_out)
     target = behaviour.attribution_target()
     positive, negative = behaviour.training_pair()
     assert [p.answer for p in target.prompts] == ["("] * len(positive)

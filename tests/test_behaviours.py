@@ -118,7 +118,8 @@ def test_ab_metric_matches_a_hand_computation(tokenizer):
         letter = {x: logprobs[letter_tokens(tokenizer, x)].logsumexp(-1) for x in "AB"}
         expected.append(float(letter[q.matching] - letter[q.not_matching]))
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
-    evaluation = ABBehaviour("n", "", items[:3], eval_items=items).evaluation(EvalPlan(n_questions=5))
+    training = [ABQuestion(f"Training {i}?", "AB"[i % 2], "BA"[i % 2]) for i in range(4)]  # none held out
+    evaluation = ABBehaviour("n", "", training, eval_items=items).evaluation(EvalPlan(n_questions=5))
     measured = evaluation.measure(model, tokenizer, batch_size=2, label="", progress=False)
     p = 1 / (1 + np.exp(-np.array(expected)))
     assert measured.metrics["p_matching"] == pytest.approx(p.mean(), abs=1e-4)

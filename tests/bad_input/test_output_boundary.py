@@ -95,18 +95,22 @@ def test_crash_between_two_renames_is_recovered(tmp_path, monkeypatch):
 
 def test_leftovers_of_killed_writers_are_removed(tmp_path):
     target = tmp_path / "ckpt"
-    stale = tmp_path / f".ckpt.{dead_pid()}.abc.tmp"
+    stale = tmp_path / f".ckpt.ns-tmp-{dead_pid()}-abc.tmp"
     stale.mkdir()
     (stale / "weights").write_bytes(b"0" * 1000)
-    alive = tmp_path / f".ckpt.{os.getpid()}.def.tmp"
+    alive = tmp_path / f".ckpt.ns-tmp-{os.getpid()}-def.tmp"
     alive.mkdir()
-    unrelated = tmp_path / ".other.1.x.tmp"
+    unrelated = tmp_path / ".other.ns-tmp-1-x.tmp"
     unrelated.mkdir()
+    # a temporary of another target whose name extends this one's (bake --out ckpt.1000)
+    longer = tmp_path / f".ckpt.1000.ns-tmp-{os.getpid()}-ghi.tmp"
+    longer.mkdir()
     assert remove_stale_temporaries(target) == [stale]
-    assert not stale.exists() and alive.exists() and unrelated.exists()
+    assert not stale.exists() and alive.exists() and unrelated.exists() and longer.exists()
     with atomic_directory(target) as tmp:
         (tmp / "weights").write_text("new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.1.x.tmp", alive.name, "ckpt"])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([unrelated.name, alive.name, longer.name, "ckpt"])
 
 
 def test_bake_force_replaces_atomically(cli_workspace, tmp_path):

@@ -20,13 +20,14 @@ from neurosteer.cli.common import (
     app,
     direction_from_spec,
     friendly_errors,
+    hold_output,
     load_for,
     settings_from,
 )
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
 from neurosteer.util.errors import SettingsError
-from neurosteer.util.validation import finite
+from neurosteer.util.validation import steering_number
 
 
 @app.command(name="bake")
@@ -54,13 +55,14 @@ def bake_command(
 
     if (neurons is None) == (direction_from is None):
         raise SettingsError("give exactly one of --neurons or --ablate-direction")
-    finite("--factor", factor)
+    steering_number("--factor", factor)
     written_dtype = parse_dtype(dtype)
     if out.exists() and not force:
         raise SettingsError(f"{out} already exists; choose another directory or pass --force")
     check_writable(out, directory=True)
     settings = settings_from(config, model=model, device=device, device_map=device_map)
     selected = NeuronSet.load(neurons) if neurons else None
+    hold_output(out)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     # Each is a registered intervention, baked through its own weight edit (which refuses, in one
     # line, a layout it cannot edit exactly).

@@ -16,8 +16,10 @@ from typer.core import TyperGroup
 
 try:  # typer 0.2x vendors its own click
     from typer._click import exceptions as click_exceptions
+    from typer._click.globals import get_current_context
 except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
+    from click.globals import get_current_context
 
 from neurosteer.cli.settings import Settings, load_settings
 from neurosteer.model.checkpoint import parse_dtype
@@ -140,6 +142,14 @@ def friendly_errors(command: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def hold_output(out: Path) -> None:
+    """Lock ``out`` for the rest of the running command (one writer at a time; a second gets one
+    line naming the first), before any model loads."""
+    from neurosteer.util.locking import output_lock
+
+    get_current_context().with_resource(output_lock(out))
 
 
 def settings_from(config: Path | None, **flags: Any) -> Settings:

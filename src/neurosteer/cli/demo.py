@@ -23,7 +23,7 @@ from neurosteer.cli.common import (
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
 from neurosteer.util.defaults import DEMO, EVAL, STEERING
-from neurosteer.util.validation import finite
+from neurosteer.util.validation import steering_number
 
 
 @app.command()
@@ -53,7 +53,7 @@ def demo(
     from neurosteer.metrics.refusal import is_evasion, is_refusal
     from neurosteer.runs.demo import CONDITIONS, run_demo
 
-    finite("--strength", strength)
+    steering_number("--strength", strength)
     check_writable(out, directory=True)
     settings = settings_from(config, model=model, n_train=n_train, batch_size=batch_size, device=device)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)

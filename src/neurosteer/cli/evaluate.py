@@ -10,13 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.cli.common import app, friendly_errors, load_for, settings_from
+from neurosteer.cli.common import app, friendly_errors, hold_output, load_for, settings_from
 from neurosteer.cli.evaluation_options import EvaluationOptions, evaluation_options
 from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
 from neurosteer.util.errors import SettingsError
-from neurosteer.util.validation import finite
+from neurosteer.util.validation import steering_number
 
 
 def make_plan(options: EvaluationOptions, settings):
@@ -89,7 +89,7 @@ def evaluate(
 
     if method not in ("none", *METHODS):
         raise SettingsError(f"unknown method '{method}'; choose none, {', '.join(METHODS)}")
-    finite("--strength", strength)
+    steering_number("--strength", strength)
     if out is not None:
         check_writable(out)
     settings, plan, chosen = prepare_evaluation(options)
@@ -171,6 +171,7 @@ def sweep(
 
         NeuronSet.load(neurons)
     settings, plan, _ = prepare_evaluation(options)
+    hold_output(out)
     sweep_config = SweepConfig(
         model=settings.model,
         behaviour=settings.behaviour,

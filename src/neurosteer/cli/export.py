@@ -18,13 +18,14 @@ from neurosteer.cli.common import (
     app,
     direction_from_spec,
     friendly_errors,
+    hold_output,
     load_for,
     settings_from,
 )
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain
 from neurosteer.util.errors import SettingsError
-from neurosteer.util.validation import finite
+from neurosteer.util.validation import steering_number
 
 
 def formats() -> tuple[str, ...]:
@@ -73,8 +74,8 @@ def export(
         raise SettingsError(
             f"--format {fmt} exports {able} only, not {method.name}; bake {method.name} with 'neurosteer bake'"
         )
-    finite("--factor", factor)
-    finite("--strength", strength)
+    steering_number("--factor", factor)
+    steering_number("--strength", strength)
     if out.exists() and not force:
         raise SettingsError(f"{out} already exists; choose another path or pass --force")
     check_writable(out, directory=fmt == "lora")
@@ -82,6 +83,7 @@ def export(
         raise SettingsError(f"{out}: a GGUF file's name ends in .gguf")
     selected = NeuronSet.load(neurons) if neurons else None
     settings = settings_from(config, model=model)
+    hold_output(out)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     if selected is not None:
         selected.check_compatible(lm)

@@ -25,7 +25,7 @@ from neurosteer.cli.common import (
 from neurosteer.util.console import console, plain
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.prompts import load_prompts
-from neurosteer.util.validation import finite
+from neurosteer.util.validation import steering_number
 
 
 @app.command()
@@ -54,7 +54,7 @@ def generate(
     from neurosteer.interventions.steering import steer
     from neurosteer.model.generation import generate as run_generation
 
-    finite("--factor", factor)
+    steering_number("--factor", factor)
     texts = list(prompt or [])
     if prompts is not None:
         texts += load_prompts(prompts, limit=limit)

@@ -25,7 +25,7 @@ from neurosteer.cli.common import (
 )
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain
-from neurosteer.util.validation import finite, whole
+from neurosteer.util.validation import steering_number, whole
 
 SHOWN = 3
 
@@ -75,7 +75,7 @@ def inspect(
 
     whole("--top", top)
     whole("--n-effect", n_effect)
-    finite("--factor", factor)
+    steering_number("--factor", factor)
     if html is not None:
         check_writable(html)
     selected = NeuronSet.load(neurons)

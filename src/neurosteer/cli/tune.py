@@ -19,6 +19,7 @@ from neurosteer.cli.common import (
     TrustOpt,
     app,
     friendly_errors,
+    hold_output,
     load_for,
     settings_from,
 )
@@ -106,6 +107,7 @@ def tune(
         raise SettingsError(f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}") from None
     from neurosteer.evaluation.evaluator import EvalPlan
 
+    hold_output(out)
     load_behaviour(tune_config.behaviour).screen(EvalPlan())  # no validation data: fail before the model loads
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     from neurosteer.cli.evaluate import load_judge
@@ -165,7 +167,7 @@ def tune_export(
     config: ConfigOpt = None,
 ) -> None:
     """Save a finished trial of a search as a neuron set, or bake it into a checkpoint."""
-    from neurosteer.runs.tune import rebuild
+    from neurosteer.runs.tune import rebuild, searched_model
 
     space, _, number = trial.partition(":")
     if not number.isdigit():
@@ -177,7 +179,7 @@ def tune_export(
             check_writable(path, directory=path is bake_to)
     if bake_to is not None and bake_to.exists():
         raise SettingsError(f"{bake_to} already exists; choose another directory")
-    settings = settings_from(config, model=model, device=device)
+    settings = settings_from(config, model=model or searched_model(out), device=device)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
     intervention, strength = rebuild(lm, tokenizer, out, space, int(number))
     if neurons_to is not None:

@@ -94,30 +94,55 @@ class ContrastStats:
             tensors = load_file(str(path))
             with safe_open(str(path), framework="pt") as handle:
                 meta = json.loads((handle.metadata() or {})["neurosteer_contrast"])
-            sides = {side: _stats(tensors, side, meta["counts"][side]) for side in _SIDES}
+            model = ModelSignature(**meta["model"])
+            sides = {side: _stats(tensors, side, meta["counts"][side], _shape_of(side, model)) for side in _SIDES}
             return cls(
                 **sides,
-                model=ModelSignature(**meta["model"]),
+                model=model,
                 prompts=meta.get("prompts", {}),
                 chat_template=bool(meta.get("chat_template", True)),
                 version=meta.get("version", ""),
             )
-        except (SafetensorError, KeyError, TypeError, ValueError, OSError) as exc:
+        except NeuronFileError as exc:
             raise NeuronFileError(
-                f"{path}: not a neurosteer contrast-statistics file ({type(exc).__name__}: {exc})"
+                f"{path}: damaged contrast statistics ({exc}); delete the file to collect them again"
+            ) from None
+        except (SafetensorError, KeyError, TypeError, ValueError, OSError, OverflowError) as exc:
+            raise NeuronFileError(
+                f"{path}: not a neurosteer contrast-statistics file ({type(exc).__name__}: {exc}); delete it to "
+                "collect the statistics again"
             ) from None
 
 
-def _stats(tensors: dict[str, torch.Tensor], side: str, count: int) -> RunningStats:
+MAX_COUNT = 10**12
+"""More prompts than anyone reads: a count past it is damage, not data."""
+
+
+def _shape_of(side: str, model: ModelSignature) -> tuple[int, int]:
+    """The shape a side's arrays must have for the signature they were saved with."""
+    return (model.n_layers, model.neurons_per_layer if side.startswith("neurons") else model.hidden_size)
+
+
+def _stats(tensors: dict[str, torch.Tensor], side: str, count: int, shape: tuple[int, int]) -> RunningStats:
     total, total_sq = tensors[f"{side}.total"], tensors[f"{side}.total_sq"]
-    if total.shape != total_sq.shape or total.ndim != 2:
-        raise ValueError(f"{side}: arrays of shapes {tuple(total.shape)} and {tuple(total_sq.shape)}")
-    stats = RunningStats(*total.shape)
-    stats.total, stats.total_sq, stats.count = total.double(), total_sq.double(), whole(f"{side} count", count)
+    for name, array in (("total", total), ("total_sq", total_sq)):
+        if tuple(array.shape) != shape:
+            raise NeuronFileError(f"{side}.{name} has shape {tuple(array.shape)}, its signature says {shape}")
+        if not array.dtype.is_floating_point or not bool(torch.isfinite(array).all()):
+            raise NeuronFileError(f"{side}.{name} holds values that are not finite numbers")
+    if bool((total_sq < 0).any()):
+        raise NeuronFileError(f"{side}.total_sq holds negative sums of squares")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+        raise NeuronFileError(f"{side} count {count!r} is not a number of prompts")
+    stats = RunningStats(*shape)
+    stats.total, stats.total_sq, stats.count = total.double(), total_sq.double(), count
     # Files written before per-neuron counts: every neuron saw every prompt.
     counts = tensors.get(f"{side}.counts")
-    if counts is not None and counts.shape != total.shape:
-        raise ValueError(f"{side}: counts of shape {tuple(counts.shape)} for arrays of shape {tuple(total.shape)}")
+    if counts is not None:
+        if tuple(counts.shape) != shape:
+            raise NeuronFileError(f"{side}.counts has shape {tuple(counts.shape)}, its signature says {shape}")
+        if not bool(((counts >= 0) & (counts <= count) & (counts == counts.round())).all()):
+            raise NeuronFileError(f"{side}.counts must be whole numbers between 0 and the {count} prompts read")
     stats.counts = counts.double() if counts is not None else torch.full_like(stats.total, float(stats.count))
     return stats
 

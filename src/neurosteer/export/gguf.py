@@ -33,6 +33,7 @@ from neurosteer.model.bundled import BUNDLED, part_paths
 from neurosteer.model.loading import check_gguf_magic
 from neurosteer.util.atomic import atomic_path
 from neurosteer.util.errors import ModelLoadError, NeurosteerError, OutputError, SettingsError
+from neurosteer.util.locking import output_lock
 from neurosteer.util.version import __version__
 
 TENSOR_TYPES = ("f32", "f16")
@@ -120,7 +121,13 @@ def steered_tensors(
             )
         picked = (neurons.layers == layer).numpy()
         weight[:, neurons.indices[picked].numpy()] *= factors[picked]
-        changed[name] = weight.astype(dtype)
+        stored = weight.astype(dtype)
+        if not np.isfinite(stored).all():
+            raise SettingsError(
+                f"the steered {name} overflows {tensor_type} (up to {float(np.abs(weight).max()):.3g}); use a smaller "
+                "--factor or --gguf-type f32"
+            )
+        changed[name] = stored
     return changed
 
 
@@ -153,7 +160,7 @@ def export_gguf(
             raise ModelLoadError(f"{source}: cannot read it as GGUF ({exc})") from None
         changed = steered_tensors(reader, model, neurons, factor, tensor_type)
         arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
-        with atomic_path(out) as tmp:
+        with output_lock(out), atomic_path(out) as tmp:
             writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
             _copy_metadata(reader, writer, record)
             for tensor in reader.tensors:

@@ -34,6 +34,7 @@ from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.sites import ExpertsSite
 from neurosteer.util.atomic import atomic_directory
 from neurosteer.util.errors import NeurosteerError, OutputError
+from neurosteer.util.locking import output_lock
 from neurosteer.util.validation import finite
 from neurosteer.util.version import __version__
 
@@ -247,7 +248,7 @@ def write_adapter(
     if out_dir.exists() and not overwrite:
         raise OutputError(f"{out_dir} already exists; choose another directory or pass --force")
     config, tensors = adapter_files(updates, base_model=base_model, conv1d=conv1d, uniform_rank=uniform_rank)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with output_lock(out_dir), atomic_directory(out_dir, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         record = {"neurosteer_version": __version__, **(record or {})}

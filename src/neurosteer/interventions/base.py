@@ -15,11 +15,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from neurosteer.discovery.contrast import ContrastStats
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.model.architectures import Layout
+from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import finite
 
 
@@ -86,6 +88,9 @@ class Intervention(ABC):
         """A context manager that steers ``model`` at ``strength`` (0: nothing is installed)."""
         if finite("strength", strength) == 0:
             return nullcontext(model)
+        dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
+        if not bool(torch.isfinite(torch.tensor(strength, dtype=dtype))):
+            raise SettingsError(f"strength {strength:g} does not fit the model's {dtype}; use a smaller strength")
         return self.hooks(model, strength)
 
     def cell_columns(self) -> dict[str, Any]:

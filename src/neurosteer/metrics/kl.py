@@ -16,6 +16,7 @@ from neurosteer.model.activations import next_token_logits, tokenize_prompts
 from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
 from neurosteer.model.prefix import split_shared_prefix
 from neurosteer.util.console import track
+from neurosteer.util.errors import NeurosteerError
 
 
 def first_token_logprobs(
@@ -51,4 +52,10 @@ def first_token_logprobs(
 def kl_divergence(reference: torch.Tensor, other: torch.Tensor) -> float:
     """Mean over rows of KL(reference || other), both given as log-probabilities."""
     per_row = (reference.exp() * (reference - other)).sum(-1)
-    return float(per_row.mean())
+    value = float(per_row.mean())
+    if value != value or value == float("inf"):
+        raise NeurosteerError(
+            "the KL divergence is not finite: the steered model's log-probabilities are NaN or -inf where the "
+            "unsteered model's are not (a steering too strong for the model's dtype); use a smaller strength"
+        )
+    return value

@@ -20,6 +20,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from neurosteer.util.atomic import atomic_directory
 from neurosteer.util.errors import NeurosteerError
+from neurosteer.util.locking import output_lock
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -56,6 +57,21 @@ def plain_model(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module
     return fresh.eval()
 
 
+def check_fits(model: nn.Module, dtype: torch.dtype | None) -> None:
+    """Refuse weights that are not finite, or that would not be once cast to ``dtype`` (say, a
+    large bake factor in float16), before anything is written."""
+    for name, tensor in model.state_dict().items():
+        if not tensor.dtype.is_floating_point or tensor.is_meta:
+            continue
+        target = dtype or tensor.dtype
+        largest = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
+        if not largest < float("inf") or largest > torch.finfo(target).max:
+            raise NeurosteerError(
+                f"weight {name} holds values (up to {largest:.3g}) that {target} cannot store; "
+                "use a smaller factor or strength, or write float32"
+            )
+
+
 def save_checkpoint(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -70,10 +86,11 @@ def save_checkpoint(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise NeurosteerError(f"{out_dir} already exists; choose another directory or pass --force")
+    check_fits(model, dtype)
     plain = plain_model(model, dtype)
     if dtype is not None:
         plain.config.dtype = dtype
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with output_lock(out_dir), atomic_directory(out_dir, overwrite=overwrite) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         generation = getattr(plain, "generation_config", None) or GenerationConfig.from_model_config(plain.config)
         generation.save_pretrained(tmp)

@@ -6,13 +6,27 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from neurosteer.model.activations import tokenize_prompts
 from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
 from neurosteer.model.prefix import split_shared_prefix
 from neurosteer.util.console import track
+from neurosteer.util.errors import NeurosteerError
 from neurosteer.util.validation import whole
+
+
+class FiniteLogits(LogitsProcessor):
+    """Stops generation with one line where the model's logits turn NaN or +inf (a steering too
+    strong for the dtype it computes in), instead of decoding garbage from them."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if bool(torch.isnan(scores).any() or torch.isposinf(scores).any()):
+            raise NeurosteerError(
+                "the model's next-token logits are not finite (NaN or inf): the steering is too strong for the "
+                f"dtype it computes in ({scores.dtype}); use a smaller strength or factor"
+            )
+        return scores
 
 
 def generate(
@@ -58,6 +72,7 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=pad,
+                logits_processor=LogitsProcessorList([FiniteLogits()]),
                 **cache,
             )
             new = out[:, input_ids.shape[1] :]

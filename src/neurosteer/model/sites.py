@@ -38,6 +38,18 @@ Operation = Callable[[torch.Tensor, slice], torch.Tensor]
 """Maps ``[rows, positions, n]`` activations (the layer's ``units``) to new ones of that shape."""
 
 
+def checked(changed: torch.Tensor, before: torch.Tensor, layer: int) -> torch.Tensor:
+    """``changed`` (the activations an operation wrote), refused where it overflows the dtype the
+    model computes in while the activations it started from were finite: a steering too strong for
+    that dtype stops with one line instead of producing empty answers and NaN measurements."""
+    if not bool(torch.isfinite(changed).all()) and bool(torch.isfinite(before).all()):
+        raise NeurosteerError(
+            f"the steering makes layer {layer}'s neuron activations overflow {changed.dtype} (inf or NaN); "
+            "use a smaller strength or factor"
+        )
+    return changed
+
+
 def is_conv1d(module: nn.Module) -> bool:
     """GPT-2-style ``Conv1D``: a linear map whose weight is stored ``[in, out]``."""
     return type(module).__name__ == "Conv1D"
@@ -133,7 +145,7 @@ class NeuronSite(_Site):
 
         def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             x = args[0]
-            return (op(self._unflatten(x), self.units).reshape(x.shape), *args[1:])
+            return (checked(op(self._unflatten(x), self.units), x, self.layer).reshape(x.shape), *args[1:])
 
         return self._shape_hooks() + Hooks(pre=((self.module, hook),))
 
@@ -160,7 +172,8 @@ class NeuronSite(_Site):
         index = index.to(weight.device)
         scale = factors.to(weight.device, weight.dtype)
         shape = (-1, 1) if self.neuron_axis == 0 else (1, -1)
-        weight.index_copy_(self.neuron_axis, index, weight.index_select(self.neuron_axis, index) * scale.reshape(shape))
+        edited = _finite_edit(weight.index_select(self.neuron_axis, index) * scale.reshape(shape), self.layer)
+        weight.index_copy_(self.neuron_axis, index, edited)
 
     @property
     def has_bias(self) -> bool:
@@ -227,7 +240,7 @@ def _hooked_experts_forward(experts: nn.Module, taps: list[_Tap]):
             shaped, routed = full.reshape(rows, positions, -1), routed.reshape(rows, positions)
             for tap in taps:
                 if tap.op is not None:
-                    shaped = tap.op(shaped, units)
+                    shaped = checked(tap.op(shaped, units), hidden, site.layer)
                 else:
                     tap.read(shaped, units, routed)
             h = shaped.reshape(tokens, -1)[token_idx]
@@ -350,12 +363,14 @@ class ExpertsSite(_Site):
         """Multiply the output weights of site-local neurons ``index`` (``expert·width + i``) by
         ``factors``, in place: the expert's slice of the 3-D down projection."""
         weight = require_in_memory(self.module.down_proj)
+        transposed = getattr(self.module, "is_transposed", False)
+        edits = []
         for local, factor in zip(index.tolist(), factors.tolist(), strict=True):
             expert, neuron = divmod(int(local), self.width)
-            if getattr(self.module, "is_transposed", False):
-                weight[expert, neuron, :] *= factor
-            else:
-                weight[expert, :, neuron] *= factor
+            at = (expert, neuron, slice(None)) if transposed else (expert, slice(None), neuron)
+            edits.append((at, _finite_edit(weight[at] * factor, self.layer)))
+        for at, value in edits:  # written only once every edit is known to fit the dtype
+            weight[at] = value
 
     @property
     def has_bias(self) -> bool:
@@ -370,6 +385,16 @@ class ExpertsSite(_Site):
             if module is self.module:
                 return f"{name}.down_proj"
         raise NeurosteerError("the site's module is not part of this model")
+
+
+def _finite_edit(values: torch.Tensor, layer: int) -> torch.Tensor:
+    """Edited weights, refused (before anything is written) where they overflow the weights' dtype."""
+    if not bool(torch.isfinite(values).all()):
+        raise NeurosteerError(
+            f"the edit overflows layer {layer}'s {values.dtype} output weights (inf or NaN); use a smaller "
+            "factor or load the model in a wider dtype"
+        )
+    return values
 
 
 def materialized_weight_of(module: nn.Module, name: str) -> torch.Tensor:

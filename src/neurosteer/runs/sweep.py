@@ -22,13 +22,15 @@ from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
 from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.interventions.methods import METHODS, build_steerers, check_methods
 from neurosteer.metrics.judge import RefusalJudge
+from neurosteer.runs.provenance import check_contents, contents
 from neurosteer.runs.report import write_report
 from neurosteer.runs.sweep_files import NEURON_PAGE, cell_key
 from neurosteer.util.atomic import atomic_path
 from neurosteer.util.console import console
 from neurosteer.util.errors import NeurosteerError, SettingsError
 from neurosteer.util.fingerprint import file_sha256, short_hash
-from neurosteer.util.validation import finite
+from neurosteer.util.locking import output_lock
+from neurosteer.util.validation import steering_number
 from neurosteer.util.version import __version__
 
 DEFAULT_STRENGTHS: dict[str, list[float]] = {name: list(cls.default_strengths) for name, cls in INTERVENTIONS.items()}
@@ -93,7 +95,9 @@ def read_cells(path: Path) -> dict[str, dict[str, Any]]:
     return cells
 
 
-def prepare_out_dir(out: Path, config: SweepConfig, *, force: bool) -> None:
+def prepare_out_dir(out: Path, config: SweepConfig, *, force: bool, inputs: dict[str, str] | None = None) -> None:
+    """Create ``out``, or check that it holds a sweep of the same settings and, by content, the
+    same ``inputs`` (:func:`neurosteer.runs.provenance.contents`)."""
     out.mkdir(parents=True, exist_ok=True)
     record = out / "sweep.json"
     if record.exists() and not force:
@@ -101,23 +105,45 @@ def prepare_out_dir(out: Path, config: SweepConfig, *, force: bool) -> None:
             previous = json.loads(record.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             previous = {}
-        if previous.get("fingerprint") != config.fingerprint():
+        if not isinstance(previous, dict) or previous.get("fingerprint") != config.fingerprint():
             raise NeurosteerError(
                 f"{out} holds a sweep with other settings; resume it with the same options, "
                 "choose another --out, or pass --force to start over"
             )
+        check_contents(out, previous.get("contents"), inputs or {}, "sweep")
     if force:
         (out / "cells.jsonl").unlink(missing_ok=True)
         shutil.rmtree(out / "answers", ignore_errors=True)
     with atomic_path(record) as tmp:
         tmp.write_text(
             json.dumps(
-                {"fingerprint": config.fingerprint(), "version": __version__, "config": config.model_dump()}, indent=2
+                {
+                    "fingerprint": config.fingerprint(),
+                    "version": __version__,
+                    "config": config.model_dump(),
+                    "contents": inputs or {},
+                },
+                indent=2,
             )
         )
 
 
 def run_sweep(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SweepConfig,
+    out: Path,
+    *,
+    judge: RefusalJudge | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or resume) every cell of ``config`` into ``out``, one writer at a time (see :func:`_run_sweep`)."""
+    with output_lock(out):
+        return _run_sweep(model, tokenizer, config, out, judge=judge, force=force, progress=progress)
+
+
+def _run_sweep(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     config: SweepConfig,
@@ -143,7 +169,7 @@ def run_sweep(
     evaluator = Evaluator(
         model, tokenizer, config.plan, behaviour=behaviour, judge=judge, eval_file=config.eval_file, progress=progress
     )
-    prepare_out_dir(out, config, force=force)
+    prepare_out_dir(out, config, force=force, inputs=contents(model, behaviour))
     cells_path = out / "cells.jsonl"
     done = read_cells(cells_path)
     todo = [cell for cell in config.cells() if cell_key(*cell) not in done]
@@ -231,5 +257,5 @@ def parse_strengths(text: str | None, methods: Sequence[str]) -> dict[str, list[
         if not values:
             raise SettingsError(f"no strengths given for '{method}'")
         for value in values:
-            finite("strength", value)
+            steering_number("strength", value)
     return {m: parsed.get(m, DEFAULT_STRENGTHS[m]) for m in methods}

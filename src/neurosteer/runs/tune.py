@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -44,11 +44,22 @@ from neurosteer.interventions import (
 )
 from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
 from neurosteer.model.architectures import layout
+from neurosteer.runs.provenance import MODEL, check_contents, contents
+from neurosteer.runs.tune_files import (
+    CONFIRMED,
+    JOURNAL,
+    RECORD,
+    read_confirmed,
+    read_matrix,
+    read_record,
+    repair_journal,
+)
 from neurosteer.util.atomic import atomic_path
 from neurosteer.util.console import track
 from neurosteer.util.defaults import CLAMP, DISCOVERY, PATCH, TUNE_KL_PROMPTS, TUNE_SPACES
 from neurosteer.util.errors import NeurosteerError, SettingsError
-from neurosteer.util.fingerprint import short_hash
+from neurosteer.util.fingerprint import short_hash, weights_fingerprint
+from neurosteer.util.locking import output_lock
 from neurosteer.util.prompts import load_prompts
 from neurosteer.util.version import __version__
 
@@ -105,11 +116,13 @@ class TuneContext:
         """The attribution score matrix, computed once per ``positions`` and cached on disk."""
         key = f"attribution_p{positions}"
         if key not in self.matrices:
-            from safetensors.torch import load_file, save_file
+            from safetensors.torch import save_file
 
             path = self.out / f"{key}.safetensors"
             if path.is_file():
-                self.matrices[key] = load_file(str(path))["scores"]
+                self.matrices[key] = read_matrix(
+                    path, (self.contrast.model.n_layers, self.contrast.model.neurons_per_layer)
+                )
             else:
                 positive, negative = self.behaviour.training_pair(self.config.n_train)
                 self.matrices[key] = Attribution(positions=positions).from_model(
@@ -278,7 +291,11 @@ def check_spaces(names: list[str]) -> list[str]:
 def _storage(out: Path):
     import optuna
 
-    backend = optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
+    repair_journal(out / JOURNAL)
+    # Optuna's own lock beside the journal, left by a killed run, would stall every later run for
+    # its 30 s grace period; our output lock already guarantees a single writer.
+    Path(f"{out / JOURNAL}.lock").unlink(missing_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(out / JOURNAL))
     return optuna.storages.JournalStorage(backend)
 
 
@@ -288,7 +305,12 @@ def _study(out: Path, space: str, config: TuneConfig, *, create: bool = True):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     first = "minimize" if config.goal == "remove" else "maximize"
     if not create:
-        return optuna.load_study(study_name=space, storage=_storage(out))
+        try:
+            return optuna.load_study(study_name=space, storage=_storage(out))
+        except KeyError:
+            raise NeurosteerError(
+                f"{out / JOURNAL} holds no '{space}' search; run 'neurosteer tune --out {out}' again"
+            ) from None
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(2, min(10, config.trials // 4)))
     return optuna.create_study(
         study_name=space,
@@ -299,24 +321,31 @@ def _study(out: Path, space: str, config: TuneConfig, *, create: bool = True):
     )
 
 
-def prepare(out: Path, config: TuneConfig, *, force: bool) -> None:
-    """Create ``out`` or check that it holds a search with the same settings."""
+def prepare(out: Path, config: TuneConfig, *, force: bool, inputs: dict[str, str] | None = None) -> None:
+    """Create ``out`` or check that it holds a search with the same settings and, by content, the
+    same ``inputs`` (:func:`neurosteer.runs.provenance.contents`)."""
     out.mkdir(parents=True, exist_ok=True)
-    record = out / "tune.json"
+    record = out / RECORD
     if record.exists() and not force:
-        previous = json.loads(record.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != config.fingerprint():
+        previous = read_record(record)
+        if previous["fingerprint"] != config.fingerprint():
             raise NeurosteerError(
                 f"{out} holds a search with other settings; resume it with the same options, choose another "
                 "--out, or pass --force to start over"
             )
+        check_contents(out, previous.get("contents"), inputs or {}, "search")
     if force:
-        for name in ("study.journal", "contrast.safetensors", "trials.csv", "pareto.csv", "confirmed.json"):
+        for name in (JOURNAL, "contrast.safetensors", "trials.csv", "pareto.csv", CONFIRMED):
             (out / name).unlink(missing_ok=True)
         for path in out.glob("attribution_p*.safetensors"):
             path.unlink()
     with atomic_path(record) as tmp:
-        payload = {"fingerprint": config.fingerprint(), "version": __version__, "config": config.model_dump()}
+        payload = {
+            "fingerprint": config.fingerprint(),
+            "version": __version__,
+            "config": config.model_dump(),
+            "contents": inputs or {},
+        }
         tmp.write_text(json.dumps(payload, indent=2))
 
 
@@ -364,6 +393,21 @@ def run_tune(
     judge: Any = None,
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Run (or resume) the search in ``out``, one writer at a time (see :func:`_run_tune`)."""
+    with output_lock(out):
+        return _run_tune(model, tokenizer, config, out, force=force, judge=judge, progress=progress)
+
+
+def _run_tune(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TuneConfig,
+    out: Path,
+    *,
+    force: bool = False,
+    judge: Any = None,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
     """Run (or resume) every space's study to ``config.trials`` finished trials; returns each
     space's trials as rows and writes the tables, plot and report."""
     import optuna
@@ -372,25 +416,26 @@ def run_tune(
 
     check_spaces(config.spaces)
     layout(model)
-    prepare(out, config, force=force)
+    prepare(out, config, force=force, inputs=contents(model, load_behaviour(config.behaviour)))
     ctx = context(model, tokenizer, config, out, progress=progress)
     unsteered, _ = ctx.measure(nullcontext())
     for name in config.spaces:
         study = _study(out, name, config)
+        recover_interrupted(study)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         space = SPACES[name]()
-        if len(done) < config.trials:
-            study.enqueue_trial(space.default_params(ctx), user_attrs={"default": True}, skip_if_exists=True)
+        if len(done) < config.trials and default_pending(study):
+            study.enqueue_trial(space.default_params(ctx), user_attrs={"default": True})
         for _ in track(range(config.trials - len(done)), f"search: {name}", enabled=progress):
             trial = study.ask()
             start = time.perf_counter()
             try:
                 intervention, strength = space.suggest(trial, ctx)
-            except SettingsError as exc:  # e.g. no neuron of the window scores above zero
+                value, kl = ctx.measure(intervention.apply(model, strength))
+            except NeurosteerError as exc:  # no neuron of the window scores above zero, an overflow, ...
                 trial.set_user_attr("failed", str(exc))
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
-            value, kl = ctx.measure(intervention.apply(model, strength))
             trial.set_user_attr("seconds", time.perf_counter() - start)
             trial.set_user_attr("neurons", len(getattr(intervention, "neurons", ())) or None)
             study.tell(trial, [value, kl])
@@ -399,6 +444,34 @@ def run_tune(
         confirm_candidates(ctx, rows, judge=judge, progress=progress)
     write_tune_report(out, config, rows, unsteered=unsteered)
     return rows
+
+
+def recover_interrupted(study: Any) -> list[int]:
+    """Fail the trials a killed run left RUNNING (this run holds the output lock, so no live
+    process runs them); returns their numbers. Only finished trials count against the budget, so
+    a resumed search still runs the same number per space."""
+    import optuna
+
+    stuck = [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for number in stuck:  # failed with no "failed" reason: the mark of an interrupted trial
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return stuck
+
+
+def default_pending(study: Any) -> bool:
+    """Whether the library default still has to be measured: no finished default trial, none
+    waiting, and none that failed on its own (a trial that fails records why; one a killed run
+    interrupted has no reason)."""
+    import optuna
+
+    for trial in study.trials:
+        if not trial.user_attrs.get("default"):
+            continue
+        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING):
+            return False
+        if trial.state == optuna.trial.TrialState.FAIL and "failed" in trial.user_attrs:
+            return False
+    return True
 
 
 def candidates(trials: list[dict[str, Any]], config: TuneConfig) -> list[dict[str, Any]]:
@@ -424,8 +497,8 @@ def confirm_candidates(
         max_new_tokens=config.confirm_tokens,
         batch_size=config.batch_size,
     )
-    store = ctx.out / "confirmed.json"
-    done = json.loads(store.read_text(encoding="utf-8")) if store.is_file() else {}
+    store = ctx.out / CONFIRMED
+    done = read_confirmed(store)
     evaluation = ctx.behaviour.validation(plan, judge=judge)
     evaluator = Evaluator(ctx.model, ctx.tokenizer, plan, behaviour=ctx.behaviour, evaluation=evaluation)
     for space, trials in rows.items():
@@ -480,14 +553,41 @@ class FixedTrial:
     suggest_categorical = suggest_float = suggest_int = _get
 
 
+def searched_model(out: Path) -> str | None:
+    """The model a search in ``out`` ran on, as it was named (``None``: not recorded, or no search)."""
+    record = out / RECORD
+    if not record.is_file():
+        return None
+    name = read_record(record)["config"].get("model")
+    return name if isinstance(name, str) and name else None
+
+
+def stored_config(record: Path) -> TuneConfig:
+    """The settings a search was run with, from its ``tune.json``."""
+    try:
+        return TuneConfig(**read_record(record)["config"])
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise NeurosteerError(
+            f"{record}: stored settings are not valid ({'.'.join(map(str, error['loc']))}: {error['msg']}); "
+            "delete the directory or run 'neurosteer tune' with --force"
+        ) from None
+
+
 def rebuild(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path, space: str, number: int
 ) -> tuple[Intervention, float]:
     """The intervention and strength of trial ``number`` of ``space`` in a finished search."""
-    record = out / "tune.json"
+    record = out / RECORD
     if not record.is_file():
         raise NeurosteerError(f"{out}: no search here; run 'neurosteer tune --out {out}' first")
-    config = TuneConfig(**json.loads(record.read_text(encoding="utf-8"))["config"])
+    config = stored_config(record)
+    stored = read_record(record).get("contents") or {}
+    if MODEL in stored and stored[MODEL] != weights_fingerprint(model):
+        raise NeurosteerError(
+            f"{out}: this search ran on other weights than the model given here; export it with the search's "
+            f"model ({config.model}), or search this one"
+        )
     check_spaces([space])
     if space not in config.spaces:
         raise SettingsError(f"{out}: the search ran {', '.join(config.spaces)}, not '{space}'")

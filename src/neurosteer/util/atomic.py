@@ -30,8 +30,13 @@ def _default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+_TEMP_MARK = "ns-tmp"
+"""Between the target's name and the writer's process id: ``.NAME.ns-tmp-PID-RANDOM.tmp``, so that
+the temporaries of ``step`` are never mistaken for those of ``step.1000``."""
+
+
 def _temp_prefix(target: Path) -> str:
-    return f".{target.name}.{os.getpid()}."
+    return f".{target.name}.{_TEMP_MARK}-{os.getpid()}-"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,7 +51,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Delete temporary siblings of ``target`` left by writers that no longer run; return them."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\..*\.tmp$")
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{_TEMP_MARK}-(\d+)-[a-z0-9_]+\.tmp$")
     removed = []
     if not target.parent.is_dir():
         return removed

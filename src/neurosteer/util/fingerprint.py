@@ -41,6 +41,24 @@ def config_fingerprint(model: nn.Module) -> str:
     return short_hash(json.dumps(picked, sort_keys=True, default=str).encode())
 
 
+def weights_fingerprint(model: nn.Module, samples: int = 64) -> str:
+    """A cheap hash of the weights themselves: the shape-deciding config, and per tensor its name,
+    shape and ``samples`` values spread evenly over it. Other weights of the same shape (a
+    fine-tune, another checkpoint saved at the same path) hash differently; reading it costs a few
+    thousand values, not the model."""
+    import torch
+
+    digest = hashlib.sha256(config_fingerprint(model).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        if tensor.is_meta or not tensor.numel():
+            continue
+        flat = tensor.detach().reshape(-1)
+        index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), device=flat.device).long()
+        digest.update(flat[index].to("cpu", torch.float64).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def prompts_fingerprint(prompts: Sequence) -> str:
     """Hash of a prompt list; a chat prompt with an opened answer hashes as ``[user, answer]``."""
     items = [p if isinstance(p, str) else [p.user, p.answer] for p in prompts]

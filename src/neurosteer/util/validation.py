@@ -25,6 +25,20 @@ def finite(name: str, value: Any) -> float:
     return number
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: models compute in float32 or narrower, so a strength or factor beyond it
+cannot act on any of them (it would be inf where it is used)."""
+
+
+def steering_number(name: str, value: Any) -> float:
+    """A strength or factor: finite, and finite in float32 too (checked before any model loads;
+    the model's own dtype is checked again where the value is used)."""
+    number = finite(name, value)
+    if abs(number) > FLOAT32_MAX:
+        raise SettingsError(f"{name} {number:g} is beyond what a model computing in float32 can use (inf there)")
+    return number
+
+
 def whole(name: str, value: Any, *, minimum: int = 1) -> int:
     """``value`` as an int of at least ``minimum``; floats such as 2.5 and booleans are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -218,6 +218,35 @@ class ABBehaviour(Behaviour):
     description: str
     items: list[ABQuestion] = field(repr=False)
     eval_items: list[ABQuestion] | None = field(default=None, repr=False)
+    duplicates: int = 0
+    """Questions dropped because their text came earlier (within the items, or in the held-out
+    file after a training question): a repeated question would sit on both sides of the split."""
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        kept = []
+        for q in self.items:
+            if q.question not in seen:
+                seen.add(q.question)
+                kept.append(q)
+        dropped = len(self.items) - len(kept)
+        self.items = kept
+        if self.eval_items is not None:
+            held_out, held_seen = [], set(seen)
+            for q in self.eval_items:
+                if q.question not in held_seen:
+                    held_seen.add(q.question)
+                    held_out.append(q)
+            dropped += len(self.eval_items) - len(held_out)
+            if not held_out:
+                raise SettingsError(f"'{self.name}': every held-out question is also a training question")
+            self.eval_items = held_out
+        self.duplicates += dropped
+        if not balanced(self.split()[0]):
+            raise SettingsError(
+                f"'{self.name}': letter balancing leaves no training question (each needs a counterpart whose "
+                "matching and other letters are swapped, e.g. A/B and B/A); add questions with the other letter"
+            )
 
     def split(self) -> tuple[list[ABQuestion], list[ABQuestion]]:
         if self.eval_items is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -49,6 +50,9 @@ class Evaluation(ABC):
 class Behaviour(ABC):
     name: str
     description: str
+    sources: tuple[Path, ...] = ()
+    """The user's files this behaviour reads (its TOML and the data files it names); a resumed
+    sweep or search compares their contents. Bundled behaviours read only package data."""
     attributable: bool = False
     """Whether the default neuron selection uses the attribution score for this behaviour (else
     the statistics score). A behaviour can have an :meth:`attribution_target` (the search and an

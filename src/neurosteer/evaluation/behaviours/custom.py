@@ -81,6 +81,18 @@ def load_behaviour_file(path: Path) -> Behaviour:
         where = ".".join(str(p) for p in error["loc"]) or "behaviour"
         raise SettingsError(f"{path}: {where}: {str(error['msg']).removeprefix('Value error, ')}") from None
     base = path.parent
+    try:
+        behaviour = _behaviour(spec, base)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    named = [spec.ab_file, spec.eval_file, spec.positive, spec.negative, *(spec.eval_positive or [])]
+    named += [spec.eval_negative, spec.validation_positive]
+    files = [_resolve(base, source) for source in named if source]
+    behaviour.sources = (path, *dict.fromkeys(f for f in files if isinstance(f, Path)))
+    return behaviour
+
+
+def _behaviour(spec: BehaviourFile, base: Path) -> Behaviour:
     if spec.ab_file is not None:
         held_out = load_ab_file(base / spec.eval_file) if spec.eval_file else None
         return ABBehaviour(spec.name, spec.description, load_ab_file(base / spec.ab_file), held_out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
 from neurosteer.metrics.refusal import evasion_rate, refusal_rate
 from neurosteer.model.generation import generate
 from neurosteer.util.errors import SettingsError
-from neurosteer.util.prompts import load_prompts
+from neurosteer.util.prompts import bundled_prompt_sets, load_prompts
 
 
 @dataclass
@@ -97,6 +98,24 @@ class OpeningScreen(Evaluation):
         return Measured({self.target: refusal_rate(openings)}, {"screen": records})
 
 
+RESERVED_SETS = ("harmless_val", "xstest_safe", "xstest_unsafe")
+"""Names an evaluation gives its own sets (the harmless prompts, XSTest)."""
+
+
+def set_names(sources: Sequence[str | Path]) -> dict[str, str | Path]:
+    """Each held-out source under the name its metrics carry: a bundled set by its name, a file
+    by its stem, or by its full path where the stem would be ambiguous (two files of one name, or
+    a file named like a bundled or reserved set), so that no file is measured in another's place."""
+    bundled = set(bundled_prompt_sets()) | set(RESERVED_SETS)
+    is_file = [bool(Path(str(s)).suffix) for s in sources]
+    stems = [Path(str(s)).stem if f else str(s) for s, f in zip(sources, is_file, strict=True)]
+    names: dict[str, str | Path] = {}
+    for source, stem, file in zip(sources, stems, is_file, strict=True):
+        clash = file and (stems.count(stem) > 1 or stem in bundled)
+        names[str(Path(str(source)).resolve()) if clash else stem] = source
+    return names
+
+
 @dataclass
 class PromptPairBehaviour(Behaviour):
     """Training from two prompt sources (bundled names or files); evaluation on held-out positive
@@ -136,9 +155,7 @@ class PromptPairBehaviour(Behaviour):
                 "answers; give held-out prompts in the behaviour's TOML (eval_positive) instead"
             )
         sources = self.eval_positive if self.eval_positive is not None else plan.harmful_sets
-        positive = {
-            Path(str(s)).stem if Path(str(s)).suffix else str(s): load_prompts(s, limit=plan.n_harmful) for s in sources
-        }
+        positive = {name: load_prompts(s, limit=plan.n_harmful) for name, s in set_names(sources).items()}
         return GenerationEvaluation(
             positive_sets=positive,
             negative=plan.harmless_prompts(self.eval_negative),
@@ -151,9 +168,9 @@ class PromptPairBehaviour(Behaviour):
     def validation(self, plan: Any, *, judge: Any = None) -> GenerationEvaluation:
         if self.validation_positive is None:
             return super().validation(plan)
-        name = Path(str(self.validation_positive)).stem
+        ((name, source),) = set_names([self.validation_positive]).items()
         return GenerationEvaluation(
-            positive_sets={name: load_prompts(self.validation_positive, limit=plan.n_harmful)},
+            positive_sets={name: load_prompts(source, limit=plan.n_harmful)},
             negative=plan.harmless_prompts(self.eval_negative),
             max_new_tokens=plan.max_new_tokens,
             target=self.target,
