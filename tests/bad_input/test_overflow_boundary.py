@@ -58,3 +58,29 @@ def test_answers_and_kl_stop_at_non_finite_logits(cli_workspace, tokenizer):
             generate(model, tokenizer, ["Hi"], max_new_tokens=2)
     result = invoke("eval", "-m", cli_workspace / "llama", "--method", "clamp", "--strength", "1e308")
     assert_one_line_error(result, "--strength 1e+308 is beyond what a model computing in float32 can use")
+
+
+def test_gguf_tensors_that_overflow_f16_are_refused(tokenizer, tmp_path):
+    """A GGUF holding the tiny llama's MLP output projections (written with the gguf package):
+    steering them at a factor f16 cannot store is refused; f32 holds it."""
+    import gguf
+    import numpy as np
+
+    from neurosteer.export.gguf import steered_tensors
+
+    model = tiny_model("llama")
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=4)
+    writer = gguf.GGUFWriter(tmp_path / "tiny.gguf", arch="llama")
+    for layer, block in enumerate(model.model.layers):
+        writer.add_tensor(
+            f"blk.{layer}.ffn_down.weight", block.mlp.down_proj.weight.detach().numpy().astype(np.float32)
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader = gguf.GGUFReader(tmp_path / "tiny.gguf")
+    with pytest.raises(SettingsError, match="overflows f16"):
+        steered_tensors(reader, model, neurons, 1e7, "f16")
+    changed = steered_tensors(reader, model, neurons, 1e7, "f32")
+    assert all(np.isfinite(t).all() for t in changed.values())
