@@ -30,6 +30,8 @@ def test_demo_answers_every_set_in_every_condition_and_writes_them(tokenizer, tm
     assert result.neurons.method["score"] == DISCOVERY.score
     assert set(result.kl_harmless) == {"neurons", "ablation"}
     assert all(kl > 0 for kl in result.kl_harmless.values())
+    for name, spread in result.kl_spread.items():  # the interval holds the mean it is around
+        assert spread["kl_low"] <= result.kl_harmless[name] <= spread["kl_high"] and 0 < spread["kl_top5_share"] <= 1
     # the model is unchanged afterwards: every condition ran under hooks
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -150,3 +150,36 @@ def test_judge_verdicts_follow_the_yes_no_probabilities():
         assert judge.judge(prompts, answers, question) == expected
         assert rate(prompts, answers) == sum(expected) / 3
     assert QUESTION != COMPLIANCE_QUESTION
+
+
+def _rows(values):
+    """Log-probability rows over two tokens whose KL from the uniform row is ``values`` (each
+    row: uniform reference against a shifted one)."""
+    import numpy as np
+
+    reference = torch.log(torch.full((len(values), 2), 0.5, dtype=torch.float64))
+    others = []
+    for kl in values:  # KL(uniform || [p, 1-p]) = -log(2) - 0.5 log(p (1-p)); solve for p
+        product = math.exp(-2 * (kl + math.log(2)))
+        p = 0.5 * (1 + math.sqrt(max(0.0, 1 - 4 * product)))
+        others.append([math.log(p), math.log(1 - p)])
+    other = torch.tensor(np.array(others), dtype=torch.float64)
+    return reference, other
+
+
+def test_kl_spread_mean_interval_and_top_share():
+    from neurosteer.metrics.kl import kl_spread, per_prompt_kl
+
+    reference, other = _rows([0.1] * 40)
+    even = kl_spread(reference, other)
+    torch.testing.assert_close(per_prompt_kl(reference, other), torch.full((40,), 0.1, dtype=torch.float64))
+    assert even.mean == pytest.approx(0.1) and even.low == pytest.approx(0.1) and even.high == pytest.approx(0.1)
+    assert even.top5_share == pytest.approx(2 / 40)  # the top 5 % of 40 prompts: 2 of them, 2/40 of the total
+    reference, other = _rows([0.0] * 39 + [2.0])
+    one = kl_spread(reference, other)
+    assert one.mean == pytest.approx(kl_divergence(reference, other)) == pytest.approx(0.05)
+    assert one.top5_share == pytest.approx(1.0) and one.low < one.mean < one.high
+    # a percentile bootstrap of the mean: the chance of drawing the one prompt 0 times in 40 is (39/40)^40
+    assert one.low == pytest.approx(0.0, abs=1e-9) and one.high > 0.1
+    assert kl_spread(reference, other) == one  # seeded: the same prompts give the same interval
+    assert set(one.metrics()) == {"kl", "kl_low", "kl_high", "kl_top5_share"}

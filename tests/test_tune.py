@@ -108,8 +108,8 @@ def test_search_resumes_and_guards_its_settings(searched, model, tokenizer, monk
     calls = []
     from neurosteer.runs import tune as tuning
 
-    original = tuning.TuneContext.measure
-    monkeypatch.setattr(tuning.TuneContext, "measure", lambda self, s: calls.append(1) or original(self, s))
+    original = tuning.TuneContext.measure_spread
+    monkeypatch.setattr(tuning.TuneContext, "measure_spread", lambda self, s: calls.append(1) or original(self, s))
     rows = run_tune(model, tokenizer, TuneConfig(**{**CONFIG, "trials": 6}), out, progress=False)
     assert all(len(r) == 6 for r in rows.values())
     assert all(sum(t["default"] for t in trials) == 1 for trials in rows.values())

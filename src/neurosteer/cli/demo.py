@@ -90,6 +90,15 @@ def demo(
     table.add_row("degenerate answers", *(f"{degenerate_rate(every[c]):.0%}" for c in CONDITIONS))
     table.add_row("first-token KL, harmless", "0", *(f"{result.kl_harmless[c]:.3f}" for c in CONDITIONS[1:]))
     console.print(table)
+    spread = result.kl_spread
+    parts = [
+        f"{c} {spread[c]['kl_low']:.3f} to {spread[c]['kl_high']:.3f} "
+        f"(top 5 % of prompts: {spread[c]['kl_top5_share']:.0%})"
+        for c in CONDITIONS[1:]
+    ]
+    console.print(
+        plain(f"first-token KL, 95 % bootstrap interval over the {n_harmless} harmless prompts: {'; '.join(parts)}")
+    )
     examples = Table(title="examples", show_lines=True, expand=True)
     examples.add_column("prompt", ratio=1)
     for condition in CONDITIONS:

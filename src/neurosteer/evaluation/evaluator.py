@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.evaluation.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.metrics.judge import RefusalJudge
-from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
+from neurosteer.metrics.kl import first_token_logprobs, kl_spread
 from neurosteer.metrics.mmlu import evaluate_mmlu
 from neurosteer.util.defaults import EVAL, RUN
 from neurosteer.util.errors import SettingsError
@@ -135,7 +135,7 @@ class Evaluator:
                 else None
             )
         metrics: dict[str, Any] = dict(measured.metrics)
-        metrics["kl"] = kl_divergence(reference, steered)
+        metrics |= kl_spread(reference, steered).metrics()
         if mmlu is not None:
             metrics["mmlu"] = mmlu.accuracy
             metrics["mmlu_stderr"] = mmlu.stderr

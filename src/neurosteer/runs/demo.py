@@ -78,6 +78,9 @@ class DemoResult:
     ablation: dict[str, Any]
     sets: list[SetResult] = field(default_factory=list)
     kl_harmless: dict[str, float] = field(default_factory=dict)
+    kl_spread: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per steered condition: the KL's 95 % bootstrap interval over the harmless prompts and the
+    share the top 5 % of them carry."""
 
     def summary(self) -> dict:
         return {
@@ -87,6 +90,7 @@ class DemoResult:
             "strength": self.strength,
             "ablation": self.ablation,
             "kl_harmless_first_token": self.kl_harmless,
+            "kl_harmless_spread": self.kl_spread,
             "sets": [s.summary() for s in self.sets],
         }
 
@@ -151,6 +155,11 @@ def run_demo(
         strength=strength,
         ablation=ablation.describe(),
         kl_harmless={name: cell.metrics["kl"] for name, cell in cells.items() if name != "unsteered"},
+        kl_spread={
+            name: {key: cell.metrics[key] for key in ("kl_low", "kl_high", "kl_top5_share")}
+            for name, cell in cells.items()
+            if name != "unsteered"
+        },
     )
     for name in cells["unsteered"].records:
         prompts = [r["prompt"] for r in cells["unsteered"].records[name]]

@@ -42,7 +42,7 @@ from neurosteer.interventions import (
     NeuronPatching,
     NeuronScaling,
 )
-from neurosteer.metrics.kl import first_token_logprobs, kl_divergence
+from neurosteer.metrics.kl import KLSpread, first_token_logprobs, kl_spread
 from neurosteer.model.architectures import layout
 from neurosteer.runs.provenance import MODEL, check_contents, contents
 from neurosteer.runs.tune_files import (
@@ -140,6 +140,11 @@ class TuneContext:
 
     def measure(self, steering: AbstractContextManager) -> tuple[float, float]:
         """(behaviour on the validation screen, first-token KL on harmless prompts) under ``steering``."""
+        value, spread = self.measure_spread(steering)
+        return value, spread.mean
+
+    def measure_spread(self, steering: AbstractContextManager) -> tuple[float, KLSpread]:
+        """As :meth:`measure`, with the KL's spread over the harmless prompts."""
         if self.screen is None or self.reference is None:
             raise ValueError("this context was built without measuring (context(measuring=False))")
         with steering:
@@ -147,7 +152,7 @@ class TuneContext:
                 self.model, self.tokenizer, batch_size=self.config.batch_size, label="", progress=False
             ).metrics[self.screen.target]
             steered = first_token_logprobs(self.model, self.tokenizer, self.harmless, batch_size=self.config.batch_size)
-        return value, kl_divergence(self.reference, steered)
+        return value, kl_spread(self.reference, steered)
 
 
 class SearchSpace(ABC):
@@ -431,14 +436,16 @@ def _run_tune(
             start = time.perf_counter()
             try:
                 intervention, strength = space.suggest(trial, ctx)
-                value, kl = ctx.measure(intervention.apply(model, strength))
+                value, spread = ctx.measure_spread(intervention.apply(model, strength))
             except NeurosteerError as exc:  # no neuron of the window scores above zero, an overflow, ...
                 trial.set_user_attr("failed", str(exc))
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             trial.set_user_attr("seconds", time.perf_counter() - start)
             trial.set_user_attr("neurons", len(getattr(intervention, "neurons", ())) or None)
-            study.tell(trial, [value, kl])
+            for key in ("kl_low", "kl_high", "kl_top5_share"):
+                trial.set_user_attr(key, spread.metrics()[key])
+            study.tell(trial, [value, spread.mean])
     rows = trial_rows(out, config)
     if config.confirm:
         confirm_candidates(ctx, rows, judge=judge, progress=progress)
@@ -533,6 +540,7 @@ def trial_rows(out: Path, config: TuneConfig) -> dict[str, list[dict[str, Any]]]
                 "pareto": t.number in front,
                 "neurons": t.user_attrs.get("neurons"),
                 "seconds": t.user_attrs.get("seconds"),
+                **{key: t.user_attrs.get(key) for key in ("kl_low", "kl_high", "kl_top5_share")},
                 "default": bool(t.user_attrs.get("default")),
             }
             for t in study.trials
