@@ -222,6 +222,9 @@ def test_eval_runs_one_setting(workspace):
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
     assert written["method"] == "cna" and 0.0 <= written["metrics"]["refusal_jailbreakbench"] <= 1.0
+    metrics = written["metrics"]
+    assert metrics["kl_low"] <= metrics["kl"] <= metrics["kl_high"] and 0 <= metrics["kl_top5_share"] <= 1
+    assert "read on harmless_val[0:3]" in result.output
     assert len(written["answers"]["jailbreakbench"]) == 3
 
 

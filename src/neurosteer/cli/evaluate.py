@@ -124,6 +124,7 @@ def evaluate(
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(table)
+    console.print(plain(f"kl, kl_low..kl_high (95 % bootstrap interval) read on {plan.harmless_label()}"))
     if out is not None:
         record = {"behaviour": chosen.name, "method": method, "strength": strength, "metrics": result.metrics}
         with atomic_path(out) as tmp:

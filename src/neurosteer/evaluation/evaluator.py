@@ -61,6 +61,10 @@ class EvalPlan(BaseModel):
             raise SettingsError(f"{source} has no prompts past harmless_start={self.harmless_start}; lower it")
         return prompts
 
+    def harmless_label(self, source: str = "harmless_val") -> str:
+        """Which harmless prompts the KL reads, e.g. ``harmless_val[64:164]``."""
+        return f"{source}[{self.harmless_start}:{self.harmless_start + self.n_harmless}]"
+
     def mmlu_questions(self) -> int:
         from neurosteer.metrics.mmlu import subjects
 
