@@ -104,3 +104,22 @@ def test_two_real_sweeps_on_one_output_do_not_mix(cli_workspace, tmp_path):
     assert sorted((r["method"], r["strength"]) for r in rows) == [("cna", s) for s in (0.5, 1, 1.5, 2)] + [
         ("none", 0.0)
     ]
+
+
+def test_the_library_writers_hold_the_lock_too(tokenizer, tmp_path):
+    """From Python, without the CLI: run_sweep and run_tune refuse an output another process holds."""
+    from neurosteer.runs.sweep import SweepConfig, run_sweep
+    from neurosteer.runs.tune import TuneConfig, run_tune
+
+    from tiny import tiny_model
+
+    model = tiny_model("llama")
+    running = holder(tmp_path / "out")
+    try:
+        with pytest.raises(OutputError, match=f"being written by process {running.pid}"):
+            run_sweep(model, tokenizer, SweepConfig(model="tiny"), tmp_path / "out", progress=False)
+        with pytest.raises(OutputError, match=f"being written by process {running.pid}"):
+            run_tune(model, tokenizer, TuneConfig(model="tiny", trials=1), tmp_path / "out", progress=False)
+    finally:
+        kill(running)
+    assert not (tmp_path / "out").exists()

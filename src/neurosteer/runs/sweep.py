@@ -29,7 +29,7 @@ from neurosteer.util.atomic import atomic_path
 from neurosteer.util.console import console
 from neurosteer.util.errors import NeurosteerError, SettingsError
 from neurosteer.util.fingerprint import file_sha256, short_hash
-from neurosteer.util.locking import output_lock
+from neurosteer.util.locking import writes_to
 from neurosteer.util.validation import steering_number
 from neurosteer.util.version import __version__
 
@@ -128,6 +128,7 @@ def prepare_out_dir(out: Path, config: SweepConfig, *, force: bool, inputs: dict
         )
 
 
+@writes_to("out")
 def run_sweep(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -138,22 +139,7 @@ def run_sweep(
     force: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) every cell of ``config`` into ``out``, one writer at a time (see :func:`_run_sweep`)."""
-    with output_lock(out):
-        return _run_sweep(model, tokenizer, config, out, judge=judge, force=force, progress=progress)
-
-
-def _run_sweep(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    config: SweepConfig,
-    out: Path,
-    *,
-    judge: RefusalJudge | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-
+    """Run (or resume) every cell of ``config`` into ``out``, holding ``out``'s lock (one writer at a time)."""
     check_methods(config.methods)
     for method, values in config.strengths.items():
         if method not in METHODS:

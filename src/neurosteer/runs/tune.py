@@ -59,7 +59,7 @@ from neurosteer.util.console import track
 from neurosteer.util.defaults import CLAMP, DISCOVERY, PATCH, TUNE_KL_PROMPTS, TUNE_SPACES
 from neurosteer.util.errors import NeurosteerError, SettingsError
 from neurosteer.util.fingerprint import short_hash, weights_fingerprint
-from neurosteer.util.locking import output_lock
+from neurosteer.util.locking import writes_to
 from neurosteer.util.prompts import load_prompts
 from neurosteer.util.version import __version__
 
@@ -388,22 +388,8 @@ def context(
     return TuneContext(model, tokenizer, behaviour, contrast, screen, harmless, reference, config, out)
 
 
+@writes_to("out")
 def run_tune(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    config: TuneConfig,
-    out: Path,
-    *,
-    force: bool = False,
-    judge: Any = None,
-    progress: bool = True,
-) -> dict[str, list[dict[str, Any]]]:
-    """Run (or resume) the search in ``out``, one writer at a time (see :func:`_run_tune`)."""
-    with output_lock(out):
-        return _run_tune(model, tokenizer, config, out, force=force, judge=judge, progress=progress)
-
-
-def _run_tune(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     config: TuneConfig,

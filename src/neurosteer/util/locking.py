@@ -10,12 +10,17 @@ file another has just removed).
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from neurosteer.util.errors import OutputError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _HELD: dict[Path, int] = {}
 """Locks this process holds (re-entrant: a command that locks its output may call a writer that
@@ -80,3 +85,19 @@ def output_lock(target: Path) -> Iterator[None]:
         _HELD.pop(path, None)
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+def writes_to(argument: str) -> Callable[[F], F]:
+    """Run the decorated function holding the lock of its output, the parameter ``argument``."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with output_lock(Path(signature.bind(*args, **kwargs).arguments[argument])):
+                return function(*args, **kwargs)
+
+        return locked  # type: ignore[return-value]
+
+    return decorate
