@@ -7,6 +7,7 @@ from neurosteer.discovery.directions import residual_directions
 from neurosteer.discovery.find import find_neurons, neurons_from_contrast
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.evaluation.behaviours import load_behaviour
+from neurosteer.inspection.detect import detect
 from neurosteer.interventions import default_steering
 from neurosteer.interventions.baselines import ablate_direction, add_vector
 from neurosteer.interventions.steering import steer
@@ -30,6 +31,7 @@ __all__ = [
     "bake_direction",
     "collect_contrast",
     "default_steering",
+    "detect",
     "find_neurons",
     "load_behaviour",
     "load_model",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from neurosteer.cli import (  # noqa: F401  (registers the commands)
     bake,
     demo,
+    detect,
     discover,
     evaluate,
     export,
