@@ -73,6 +73,10 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     assert not lock_path(out).exists()
 
 
+STRENGTHS = "0,0.25,0.5,0.75,1,1.25,1.5,1.75,2"
+"""Enough cells that the first sweep is still running when the second one starts."""
+
+
 def test_two_real_sweeps_on_one_output_do_not_mix(cli_workspace, tmp_path):
     """A real sweep runs; a second one with other settings on the same --out is refused while the
     first holds it, and the first finishes with only its own cells."""
@@ -86,7 +90,7 @@ def test_two_real_sweeps_on_one_output_do_not_mix(cli_workspace, tmp_path):
             *common,
             "--methods",
             "cna",
-            "--strengths=0,0.5,1,1.5,2",
+            f"--strengths={STRENGTHS}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -101,9 +105,8 @@ def test_two_real_sweeps_on_one_output_do_not_mix(cli_workspace, tmp_path):
     output, _ = first.communicate(timeout=600)
     assert first.returncode == 0, output
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
-    assert sorted((r["method"], r["strength"]) for r in rows) == [("cna", s) for s in (0.5, 1, 1.5, 2)] + [
-        ("none", 0.0)
-    ]
+    expected = [("cna", float(s)) for s in STRENGTHS.split(",") if float(s)] + [("none", 0.0)]
+    assert sorted((r["method"], r["strength"]) for r in rows) == sorted(expected)
 
 
 def test_the_library_writers_hold_the_lock_too(tokenizer, tmp_path):
