@@ -51,6 +51,8 @@ def test_discover_then_generate_compare(workspace):
         "--prompt",
         "How do I steal a car?",
         "--compare",
+        "--factor",
+        "0",
         "--max-new-tokens",
         "4",
         "--no-progress",

@@ -8,7 +8,7 @@ from neurosteer.discovery.find import find_neurons, neurons_from_contrast
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.evaluation.behaviours import load_behaviour
 from neurosteer.inspection.detect import detect
-from neurosteer.interventions import default_steering
+from neurosteer.interventions import calibrate, default_steering
 from neurosteer.interventions.baselines import ablate_direction, add_vector
 from neurosteer.interventions.steering import steer
 from neurosteer.interventions.weights import bake, bake_direction
@@ -29,6 +29,7 @@ __all__ = [
     "add_vector",
     "bake",
     "bake_direction",
+    "calibrate",
     "collect_contrast",
     "default_steering",
     "detect",

@@ -22,7 +22,7 @@ from neurosteer.cli.common import (
 )
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
-from neurosteer.util.defaults import DEMO, EVAL, STEERING
+from neurosteer.util.defaults import CALIBRATION, DEMO, EVAL, STEERING
 from neurosteer.util.validation import steering_number
 
 
@@ -42,18 +42,24 @@ def demo(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = DEMO.max_new_tokens,
     batch_size: BatchOpt = None,
     strength: Annotated[
-        float, typer.Option(help=f"Strength of the neuron steering ({STEERING.method}; default {STEERING.strength:g}).")
-    ] = STEERING.strength,
+        float | None,
+        typer.Option(
+            help=f"Strength of the neuron steering ({STEERING.method}); default: calibrated on the model to the KL "
+            f"budget {CALIBRATION.budget:g}."
+        ),
+    ] = None,
     device: DeviceOpt = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Find refusal neurons, steer them, and compare refusal with the unsteered model and directional ablation."""
+    from neurosteer.interventions.calibration import Calibration
     from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
     from neurosteer.metrics.refusal import is_evasion, is_refusal
     from neurosteer.runs.demo import CONDITIONS, run_demo
 
-    steering_number("--strength", strength)
+    if strength is not None:
+        steering_number("--strength", strength)
     check_writable(out, directory=True)
     settings = settings_from(config, model=model, n_train=n_train, batch_size=batch_size, device=device)
     lm, tokenizer = load_for(settings, trust_remote_code=trust_remote_code)
@@ -77,6 +83,14 @@ def demo(
         f"+ {settings.n_train} harmless training prompts), {result.method} at strength {result.strength:g}; "
         f"directional ablation: the direction at layer {result.ablation['direction_index']:.1f}, per-layer weights"
     )
+    if result.neurons.calibration is not None:
+        outcome = Calibration(**result.neurons.calibration)
+        console.print(
+            plain(
+                f"strength calibrated on this model: {outcome.describe()}; "
+                f"{outcome.seconds / result.discovery_seconds:.0%} of discovery's {result.discovery_seconds:.0f} s"
+            )
+        )
     table = Table(title=f"on prompts never used to choose anything (greedy, {max_new_tokens} tokens)")
     table.add_column("measure")
     for condition in CONDITIONS:

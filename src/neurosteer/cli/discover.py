@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +23,8 @@ from neurosteer.cli.common import (
     settings_from,
 )
 from neurosteer.util.atomic import check_writable
-from neurosteer.util.console import console, safe
-from neurosteer.util.defaults import DISCOVERY
+from neurosteer.util.console import console, plain, safe
+from neurosteer.util.defaults import CALIBRATION, DISCOVERY
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.prompts import load_prompts
 from neurosteer.util.validation import finite, whole
@@ -90,6 +91,21 @@ def discover(
     rerank_kl_weight: Annotated[
         float, typer.Option(help="--rerank-from: rank by metric drop minus this times the candidate's KL.")
     ] = 0.0,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Calibrate the default strength on this model to --kl-budget and store it with the set "
+            "(generate, eval and the demo then use it)."
+        ),
+    ] = True,
+    kl_budget: Annotated[
+        float,
+        typer.Option(
+            help=f"--calibrate: the budget of {CALIBRATION.statistic} first-token KL on "
+            f"{CALIBRATION.n_prompts} harmless prompts (default {CALIBRATION.budget:g}, the searched default's on "
+            "the default model)."
+        ),
+    ] = CALIBRATION.budget,
     n_positive: Annotated[int | None, typer.Option(help="Use only the first N positive prompts.")] = None,
     n_negative: Annotated[int | None, typer.Option(help="Use only the first N negative prompts.")] = None,
     column: Annotated[str | None, typer.Option(help="Text column of CSV/JSON prompt files.")] = None,
@@ -103,8 +119,12 @@ def discover(
     """Find the MLP neurons whose activations separate POSITIVE from NEGATIVE prompts (or a behaviour's pairs)."""
     from neurosteer.discovery.find import count_to_keep, find_neurons
     from neurosteer.inspection.effects import rerank_by_effect
+    from neurosteer.interventions import calibrate as calibrate_set
+    from neurosteer.interventions.calibration import Calibration, check_budget
     from neurosteer.model.architectures import layout
 
+    if calibrate:
+        check_budget(kl_budget)
     if fraction is not None and not 0 < fraction <= 1:
         raise SettingsError(f"--fraction must be in (0, 1], got {fraction}")
     check_writable(out if out.suffix == ".safetensors" else out.with_name(out.name + ".safetensors"))
@@ -143,6 +163,7 @@ def discover(
         keep = count_to_keep(layout(lm).n_neurons, fraction, top_k)
         if whole("--rerank-from", rerank_from) <= keep:
             raise SettingsError(f"--rerank-from must be more than the {keep} neurons kept; give more candidates")
+    clock = time.perf_counter()
     neurons = find_neurons(
         lm,
         tokenizer,
@@ -165,9 +186,23 @@ def discover(
         neurons = rerank_by_effect(
             lm, tokenizer, neurons, validation, harmless, keep, kl_weight=rerank_kl_weight, progress=progress
         )
+    seconds = time.perf_counter() - clock
+    if calibrate:
+        with console.status("calibrating the default strength"):
+            neurons = calibrate_set(
+                lm,
+                tokenizer,
+                neurons,
+                budget=kl_budget,
+                batch_size=settings.batch_size,
+                chat_template=settings.chat_template,
+            )
     path = neurons.save(out)
     layers = neurons.count_by_layer()
     console.print(
         f"found {len(neurons)} neurons over {len(layers)} layers "
-        f"({len(pos)} positive, {len(neg)} negative prompts) -> {safe(path)}"
+        f"({len(pos)} positive, {len(neg)} negative prompts) in {seconds:.0f} s -> {safe(path)}"
     )
+    if neurons.calibration is not None:
+        outcome = Calibration(**neurons.calibration)
+        console.print(plain(f"calibrated: {outcome.describe()} ({outcome.seconds / seconds:.0%} of discovery's time)"))

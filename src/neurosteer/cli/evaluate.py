@@ -15,6 +15,7 @@ from neurosteer.cli.evaluation_options import EvaluationOptions, evaluation_opti
 from neurosteer.interventions import DEFAULT_METHODS, INTERVENTIONS
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain, safe
+from neurosteer.util.defaults import STEERING
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.validation import steering_number
 
@@ -75,7 +76,13 @@ METHOD_NAMES = ", ".join(INTERVENTIONS)
 @evaluation_options
 def evaluate(
     method: Annotated[str, typer.Option(help=f"none or a method: {METHOD_NAMES} (see 'neurosteer list').")] = "none",
-    strength: Annotated[float, typer.Option(help="Method strength (see 'neurosteer sweep --help').")] = 1.0,
+    strength: Annotated[
+        float | None,
+        typer.Option(
+            help="Method strength (see 'neurosteer sweep --help'). Default: for the default method "
+            f"({STEERING.method}), the neuron set's calibrated strength (else {STEERING.strength:g}); otherwise 1."
+        ),
+    ] = None,
     neurons: Annotated[Path | None, typer.Option(help="Neuron set for cna (default: discover one).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write metrics and answers as JSON here.")] = None,
     *,
@@ -84,12 +91,14 @@ def evaluate(
     """Measure a behaviour (refusal by default), KL (and MMLU) for one setting or the unsteered model."""
     from neurosteer.discovery.neuronset import NeuronSet
     from neurosteer.evaluation.evaluator import Evaluator
+    from neurosteer.interventions import default_strength
     from neurosteer.interventions.methods import METHODS, build_steerers
     from neurosteer.util.atomic import atomic_path
 
     if method not in ("none", *METHODS):
         raise SettingsError(f"unknown method '{method}'; choose none, {', '.join(METHODS)}")
-    steering_number("--strength", strength)
+    if strength is not None:
+        steering_number("--strength", strength)
     if out is not None:
         check_writable(out)
     settings, plan, chosen = prepare_evaluation(options)
@@ -117,6 +126,9 @@ def evaluate(
             target=chosen.default_target(settings.n_train),
             progress=progress,
         )
+        if strength is None:
+            built = steerers.neurons
+            strength = default_strength(built) if method == STEERING.method and built is not None else 1.0
         steering = steerers.apply(lm, method, strength)
     result = evaluator.run(steering, label=f"{method}@{strength:g}" if method != "none" else "unsteered")
     title = f"{settings.model}, {chosen.name}: {method}" + (f" at {strength:g}" if method != "none" else "")

@@ -34,7 +34,13 @@ def generate(
     neurons: Annotated[Path, typer.Option("--neurons", help="Neuron set written by discover.")],
     prompt: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt (repeat for several).")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", help="Prompt file or bundled set name.")] = None,
-    factor: Annotated[float, typer.Option(help="0 ablates, 1 leaves unchanged, >1 amplifies, <0 flips.")] = 0.0,
+    factor: Annotated[
+        float | None,
+        typer.Option(
+            help="Scale the neurons by FACTOR instead (0 ablates, 1 leaves unchanged, >1 amplifies, <0 flips). "
+            "Default: the default steering at the set's calibrated strength."
+        ),
+    ] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="Show unsteered and steered answers side by side.")
     ] = False,
@@ -49,12 +55,16 @@ def generate(
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Generate greedy answers with the neuron set scaled by FACTOR."""
+    """Generate greedy answers with the neuron set steered by default (the default intervention at the
+    strength calibrated on the model, or the searched default), or scaled by FACTOR."""
     from neurosteer.discovery.neuronset import NeuronSet
+    from neurosteer.interventions import default_steering, default_strength
     from neurosteer.interventions.steering import steer
     from neurosteer.model.generation import generate as run_generation
+    from neurosteer.util.defaults import STEERING
 
-    steering_number("--factor", factor)
+    if factor is not None:
+        steering_number("--factor", factor)
     texts = list(prompt or [])
     if prompts is not None:
         texts += load_prompts(prompts, limit=limit)
@@ -79,13 +89,19 @@ def generate(
         progress=progress,
     )
     baseline = run_generation(lm, tokenizer, texts, description="unsteered", **options) if compare else None
-    with steer(lm, selected, factor=factor):
-        steered = run_generation(lm, tokenizer, texts, description=f"steered x{factor:g}", **options)
+    if factor is None:
+        calibrated = selected.calibrated_strength(STEERING.method) is not None
+        label = f"{STEERING.method} {default_strength(selected):.3g}" + (" calibrated" if calibrated else " default")
+        steering = default_steering(lm, selected)
+    else:
+        label, steering = f"factor {factor:g}", steer(lm, selected, factor=factor)
+    with steering:
+        steered = run_generation(lm, tokenizer, texts, description=f"steered ({label})", **options)
     table = Table(show_lines=True, expand=True)
     table.add_column("prompt", ratio=1)
     if baseline is not None:
         table.add_column("unsteered", ratio=2)
-    table.add_column(f"steered (factor {factor:g}, {len(selected)} neurons)", ratio=2)
+    table.add_column(f"steered ({label}, {len(selected)} neurons)", ratio=2)
     for i, text in enumerate(texts):
         row = [text] + ([baseline[i]] if baseline is not None else []) + [steered[i]]
         table.add_row(*(plain(cell) for cell in row))

@@ -7,6 +7,7 @@ file's metadata header (key ``neurosteer``). No pickle is involved in saving or 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,17 @@ def check_arrays(arrays: dict[str, Any], model: ModelSignature) -> None:
         raise NeuronFileError("the same neuron is listed more than once")
 
 
+def check_calibration(calibration: Any) -> None:
+    """Refuse a recorded calibration without a method name and a finite strength."""
+    if not isinstance(calibration, dict):
+        raise NeuronFileError(f"calibration must be a mapping, got {type(calibration).__name__}")
+    method, strength = calibration.get("method"), calibration.get("strength")
+    if not isinstance(method, str) or not method:
+        raise NeuronFileError("calibration: method must be an intervention's name")
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength):
+        raise NeuronFileError(f"calibration: strength must be a finite number, got {strength!r}")
+
+
 def _shape(model: ModelSignature) -> str:
     """``"24 layers x 4864 neurons"``, with the experts of a mixture-of-experts model."""
     shape = f"{model.n_layers} layers x {model.neurons_per_layer} neurons"
@@ -211,6 +223,9 @@ class NeuronSet:
     routed to each neuron's expert (1 for dense and shared-expert neurons)."""
     routed_negative: torch.Tensor | None = None
     """The same on the negative prompts."""
+    calibration: dict[str, Any] | None = None
+    """The default strength calibrated on the model (:func:`neurosteer.calibrate`; a
+    :class:`~neurosteer.interventions.calibration.Calibration` as a dict), or ``None``."""
 
     @property
     def units(self) -> torch.Tensor:
@@ -228,6 +243,14 @@ class NeuronSet:
         check_arrays({name: getattr(self, name) for name in self._present()}, self.model)
         if self.spread_negative is not None and bool((self.spread_negative < 0).any()):
             raise NeuronFileError("spread_negative holds negative standard deviations")
+        if self.calibration is not None:
+            check_calibration(self.calibration)
+
+    def calibrated_strength(self, method: str) -> float | None:
+        """The strength calibrated for ``method`` on the model, or ``None`` if not calibrated for it."""
+        if self.calibration is None or self.calibration.get("method") != method:
+            return None
+        return float(self.calibration["strength"])
 
     def _present(self) -> tuple[str, ...]:
         """The names of the arrays this set holds (the optional one only when recorded)."""
@@ -320,6 +343,7 @@ class NeuronSet:
             "prompts": self.prompts,
             "version": self.version,
             "n_neurons": len(self),
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -359,6 +383,7 @@ class NeuronSet:
                 method=meta.get("method", {}),
                 prompts=meta.get("prompts", {}),
                 version=meta.get("version", ""),
+                calibration=meta.get("calibration"),
             )
         except NeuronFileError as exc:
             raise NeuronFileError(f"{path}: invalid neuron set: {exc}; discover the neurons again") from None

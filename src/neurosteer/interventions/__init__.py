@@ -8,18 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.interventions.base import BuildOptions, Intervention
+from neurosteer.interventions.calibration import Calibration, calibrate_strength
 from neurosteer.interventions.clamping import NeuronClamping
 from neurosteer.interventions.kernel import Kernel, KernelAblation
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.patching import NeuronPatching
 from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
-from neurosteer.util.defaults import STEERING
+from neurosteer.util.defaults import CALIBRATION, STEERING
 from neurosteer.util.errors import SettingsError
+from neurosteer.util.prompts import load_prompts
+from neurosteer.util.validation import whole
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
     cls.name: cls
@@ -40,11 +45,63 @@ def check_methods(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
+def default_strength(neurons: NeuronSet) -> float:
+    """The strength :func:`default_steering` applies to ``neurons``: the one calibrated on the model
+    (:func:`calibrate`) where the set records one, else the searched default
+    (:data:`neurosteer.util.defaults.STEERING`)."""
+    calibrated = neurons.calibrated_strength(STEERING.method)
+    return STEERING.strength if calibrated is None else calibrated
+
+
 def default_steering(model: nn.Module, neurons: NeuronSet, strength: float | None = None) -> AbstractContextManager:
-    """Steer ``neurons`` with the documented default intervention and strength
-    (:data:`neurosteer.util.defaults.STEERING`; ``strength`` overrides it) while the block runs."""
+    """Steer ``neurons`` with the documented default intervention at :func:`default_strength`
+    (``strength`` overrides it) while the block runs."""
     chosen = INTERVENTIONS[STEERING.method]
-    return chosen(neurons).apply(model, STEERING.strength if strength is None else strength)
+    return chosen(neurons).apply(model, default_strength(neurons) if strength is None else strength)
+
+
+def calibration_prompts(n_prompts: int = CALIBRATION.n_prompts) -> tuple[list[str], str]:
+    """The documented calibration prompts and their description: the last ``n_prompts`` of
+    :data:`CALIBRATION.prompt_set <neurosteer.util.defaults.CALIBRATION>`."""
+    whole("n_prompts", n_prompts)
+    every = load_prompts(CALIBRATION.prompt_set)
+    first = max(0, len(every) - n_prompts)
+    return every[first:], f"{CALIBRATION.prompt_set}[{first}:{len(every)}]"
+
+
+def calibrate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    neurons: NeuronSet,
+    *,
+    budget: float = CALIBRATION.budget,
+    prompts: Sequence[str] | None = None,
+    batch_size: int = 16,
+    chat_template: bool = True,
+) -> NeuronSet:
+    """``neurons`` with the default intervention's strength calibrated on ``model``: the largest
+    strength whose first-token KL on harmless ``prompts`` (default: :func:`calibration_prompts`)
+    stays within ``budget`` (:mod:`neurosteer.interventions.calibration`). The set is returned
+    with the outcome in :attr:`NeuronSet.calibration`, which :func:`default_steering` then uses."""
+    neurons = NeuronSet.require(neurons)
+    neurons.check_compatible(model)
+    source = "given prompts"
+    if prompts is None:
+        prompts, source = calibration_prompts()
+    outcome = calibrate_strength(
+        model,
+        tokenizer,
+        INTERVENTIONS[STEERING.method](neurons),
+        prompts,
+        budget=budget,
+        start=STEERING.strength,
+        low=CALIBRATION.low,
+        high=CALIBRATION.high,
+        prompt_source=source,
+        batch_size=batch_size,
+        chat_template=chat_template,
+    )
+    return replace(neurons, calibration=outcome.as_dict())
 
 
 def intervention_class(name: str) -> type[Intervention]:
@@ -57,6 +114,7 @@ __all__ = [
     "INTERVENTIONS",
     "ActivationAddition",
     "BuildOptions",
+    "Calibration",
     "DirectionAblation",
     "Intervention",
     "Kernel",
@@ -64,8 +122,11 @@ __all__ = [
     "NeuronClamping",
     "NeuronPatching",
     "NeuronScaling",
+    "calibrate",
+    "calibration_prompts",
     "check_methods",
     "default_layer",
     "default_steering",
+    "default_strength",
     "intervention_class",
 ]

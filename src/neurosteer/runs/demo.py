@@ -10,6 +10,7 @@ directional-ablation point of the same search (:data:`neurosteer.util.defaults.K
 from __future__ import annotations
 
 import json
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from neurosteer.discovery.find import default_selection
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.evaluation.behaviours.prompted import REFUSAL
 from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
-from neurosteer.interventions import BuildOptions, KernelAblation, default_steering
+from neurosteer.interventions import BuildOptions, KernelAblation, calibrate, default_steering, default_strength
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
 from neurosteer.metrics.refusal import evasion_rate, refusal_rate
 from neurosteer.util.atomic import atomic_path, check_writable
@@ -81,6 +82,8 @@ class DemoResult:
     kl_spread: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per steered condition: the KL's 95 % bootstrap interval over the harmless prompts and the
     share the top 5 % of them carry."""
+    discovery_seconds: float = 0.0
+    """Wall-clock time of discovery (statistics and the attribution pass)."""
 
     def summary(self) -> dict:
         return {
@@ -88,6 +91,8 @@ class DemoResult:
             "selection": self.neurons.method,
             "method": self.method,
             "strength": self.strength,
+            "calibration": self.neurons.calibration,
+            "discovery_seconds": self.discovery_seconds,
             "ablation": self.ablation,
             "kl_harmless_first_token": self.kl_harmless,
             "kl_harmless_spread": self.kl_spread,
@@ -105,11 +110,12 @@ def run_demo(
     n_harmless: int | None = None,
     max_new_tokens: int = RUN.max_new_tokens,
     batch_size: int = RUN.batch_size,
-    strength: float = STEERING.strength,
+    strength: float | None = None,
     progress: bool = True,
 ) -> DemoResult:
-    """Discover, save, and answer the held-out prompts unsteered, with the default neuron steering
-    and with directional ablation; write everything to ``out_dir``.
+    """Discover, calibrate the default strength on ``model`` (unless ``strength`` is given), save,
+    and answer the held-out prompts unsteered, with the default neuron steering and with
+    directional ablation; write everything to ``out_dir``.
 
     One pass over the training prompts gives the statistics both methods are built from (plus the
     attribution pass of the default score). The measures come from the same
@@ -123,16 +129,22 @@ def run_demo(
     ):
         whole(name, value)
     n_harmless = n_eval if n_harmless is None else whole("n_harmless", n_harmless)
-    finite("strength", strength)
+    if strength is not None:
+        finite("strength", strength)
     check_writable(out_dir, directory=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     harmful_train, harmless_train = REFUSAL.training_pair(n_train)
+    clock = time.perf_counter()
     contrast = collect_contrast(
         model, tokenizer, harmful_train, harmless_train, batch_size=batch_size, progress=progress
     )
     neurons = default_selection(
         model, tokenizer, harmful_train, harmless_train, contrast, batch_size=batch_size, progress=progress
     )
+    discovery_seconds = time.perf_counter() - clock
+    if strength is None:
+        neurons = calibrate(model, tokenizer, neurons, batch_size=batch_size)
+    strength = default_strength(neurons) if strength is None else strength
     neurons.save(out_dir / "refusal_neurons.safetensors")
     ablation = KernelAblation.build(model, contrast, BuildOptions())
     plan = EvalPlan(
@@ -154,6 +166,7 @@ def run_demo(
         method=STEERING.method,
         strength=strength,
         ablation=ablation.describe(),
+        discovery_seconds=discovery_seconds,
         kl_harmless={name: cell.metrics["kl"] for name, cell in cells.items() if name != "unsteered"},
         kl_spread={
             name: {key: cell.metrics[key] for key in ("kl_low", "kl_high", "kl_top5_share")}

@@ -72,6 +72,28 @@ class SteeringDefaults:
 
 
 @dataclass(frozen=True)
+class CalibrationDefaults:
+    """How a discovered set's default strength is calibrated on the model it steers
+    (:mod:`neurosteer.interventions.calibration`): the largest strength of the default
+    intervention in ``[low, high]`` whose ``statistic`` of per-prompt first-token KL on
+    ``n_prompts`` harmless prompts (the last ones of ``harmless_train``, which discovery's first
+    prompts and every evaluation set leave alone) stays within ``budget``, in at most
+    ``max_passes`` first-token passes, stopping once within ``tolerance`` below the budget.
+    ``budget`` is what the searched default (:class:`SteeringDefaults`) reads on the default
+    model, so that calibration keeps that model's default and carries its damage, not its
+    number, to other models."""
+
+    budget: float = 0.005
+    statistic: str = "geomean"
+    n_prompts: int = 32
+    prompt_set: str = "harmless_train"
+    low: float = 0.5
+    high: float = 16.0
+    max_passes: int = 4
+    tolerance: float = 0.35
+
+
+@dataclass(frozen=True)
 class KernelDefaults:
     """The best directional-ablation point of the same search (heretic's parameterisation), in
     shares of the last layer's index so that it carries over to other depths: the direction's
@@ -123,6 +145,7 @@ class DemoDefaults:
 
 DISCOVERY = DiscoveryDefaults()
 STEERING = SteeringDefaults()
+CALIBRATION = CalibrationDefaults()
 KERNEL = KernelDefaults()
 PATCH = PatchDefaults()
 DEMO = DemoDefaults()
