@@ -165,7 +165,6 @@ def test_a_stored_calibration_without_a_method_or_finite_strength_is_refused(set
 
 def test_discover_calibrates_and_generate_and_eval_use_the_strength(cli_workspace, tmp_path):
     from clitools import invoke
-
     from test_cli import discover
 
     out = tmp_path / "calibrated.safetensors"
@@ -207,7 +206,6 @@ def test_discover_calibrates_and_generate_and_eval_use_the_strength(cli_workspac
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf"])
 def test_discover_refuses_a_bad_budget_in_one_line_before_loading(cli_workspace, tmp_path, budget):
     from clitools import assert_one_line_error
-
     from test_cli import discover
 
     out = tmp_path / "never.safetensors"

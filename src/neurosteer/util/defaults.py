@@ -80,10 +80,13 @@ class CalibrationDefaults:
     prompts and every evaluation set leave alone) stays within ``budget``, in at most
     ``max_passes`` first-token passes, stopping once within ``tolerance`` below the budget.
     ``budget`` is what the searched default (:class:`SteeringDefaults`) reads on the default
-    model, so that calibration keeps that model's default and carries its damage, not its
-    number, to other models."""
+    model's calibration prompts (geometric mean 0.0025), rounded up to one significant figure,
+    so that calibration keeps that model's default and carries its damage, not its number, to
+    other models. The geometric mean, because per-prompt KL is heavy-tailed: the mean over 32
+    prompts swings up to 20-fold with the prompts drawn, the geometric mean about 3-fold
+    (docs/results.md, "First-token KL across harmless sets")."""
 
-    budget: float = 0.005
+    budget: float = 0.003
     statistic: str = "geomean"
     n_prompts: int = 32
     prompt_set: str = "harmless_train"
