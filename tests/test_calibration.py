@@ -211,3 +211,13 @@ def test_discover_refuses_a_bad_budget_in_one_line_before_loading(cli_workspace,
     out = tmp_path / "never.safetensors"
     assert_one_line_error(discover(cli_workspace, "--kl-budget", budget, out=out), "KL budget")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2_moe", "nemotron_h"])
+def test_calibration_works_on_other_layouts(tokenizer, family):
+    model = tiny_model(family)
+    neurons = neurosteer.find_neurons(model, tokenizer, POSITIVE, NEGATIVE, top_k=8, score="selective")
+    budget = statistic_at(model, tokenizer, neurons, 2.0)
+    calibrated = calibrate(model, tokenizer, neurons, budget=budget, prompts=HARMLESS)
+    assert calibrated.calibration["met"]
+    assert statistic_at(model, tokenizer, neurons, calibrated.calibration["strength"]) <= budget

@@ -97,8 +97,8 @@ class Calibration:
 def next_strength(tried: list[tuple[float, float]], budget: float, low: float, high: float, aim: float = 1.0) -> float:
     """The next strength to try: where ``log statistic`` reaches ``aim · budget``, interpolated
     linearly in ``log strength`` between the closest points on either side of the budget, or
-    extrapolated from the two points closest to it (exponent clipped to [1, 4]; 2 from a single
-    point), kept inside the bracket found so far."""
+    extrapolated from the two points closest to it (exponent clipped to [0.5, 4]; 2 from a
+    single point), kept inside the bracket found so far."""
     under = [(s, v) for s, v in tried if v <= budget]
     over = [(s, v) for s, v in tried if v > budget]
     floor = max((s for s, _ in under), default=low)
@@ -113,7 +113,7 @@ def next_strength(tried: list[tuple[float, float]], budget: float, low: float, h
     if len(points) == 2 and points[0][0] != points[1][0]:
         (s1, v1) = points[1]
         slope = math.log(max(v1, _FLOOR) / max(v0, _FLOOR)) / math.log(s1 / s0)
-        exponent = min(max(slope, 1.0), 4.0)
+        exponent = min(max(slope, 0.5), 4.0)
     guess = s0 * (aim * budget / max(v0, _FLOOR)) ** (1 / exponent)
     if under and over:  # stay strictly inside the bracket
         guess = min(max(guess, floor + 0.05 * (ceiling - floor)), ceiling - 0.05 * (ceiling - floor))
@@ -169,7 +169,9 @@ def calibrate_strength(
             break
         if (value <= budget and strength >= high) or (value > budget and strength <= low):
             break
-        following = next_strength(tried, budget, low, high, aim=1 - tolerance / 2)
+        # aim inside the accepted window; on the last pass with nothing within budget yet, at its bottom
+        last = len(tried) == max_passes - 2 and all(v > budget for _, v in tried)
+        following = next_strength(tried, budget, low, high, aim=1 - tolerance if last else 1 - tolerance / 2)
         if any(abs(following - s) <= 1e-3 * s for s, _ in tried):
             break
         strength = following
