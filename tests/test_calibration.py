@@ -157,7 +157,7 @@ def test_empty_calibration_prompts_are_refused(setup, tokenizer):
     ("calibration", "message"),
     [({"method": "clamp", "strength": math.nan}, "finite number"), ({"strength": 2.0}, "method"), ([], "mapping")],
 )
-def test_a_stored_calibration_without_a_method_or_finite_strength_is_refused(setup, tmp_path, calibration, message):
+def test_a_stored_calibration_without_a_method_or_finite_strength_is_refused(setup, calibration, message):
     _model, neurons = setup
     with pytest.raises(NeuronFileError, match=message):
         NeuronSet(**{**neurons.__dict__, "calibration": calibration})
