@@ -93,6 +93,14 @@ class Intervention(ABC):
             raise SettingsError(f"strength {strength:g} does not fit the model's {dtype}; use a smaller strength")
         return self.hooks(model, strength)
 
+    def first_layer(self) -> int:
+        """The first decoder layer its hooks touch: the layers before it compute what the unsteered
+        model computes, so repeated first-token passes may skip them (:mod:`neurosteer.model.resume`).
+        0 unless it steers a neuron set (held as ``self.neurons``): a residual-stream method may
+        touch the embeddings."""
+        neurons = getattr(self, "neurons", None) if self.selects_neurons else None
+        return int(neurons.layers.min()) if neurons is not None and len(neurons) else 0
+
     def cell_columns(self) -> dict[str, Any]:
         """Extra columns a sweep writes for each cell of this method (e.g. how many neurons)."""
         return {}

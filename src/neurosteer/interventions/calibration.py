@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.interventions.base import Intervention
 from neurosteer.metrics.kl import first_token_logprobs, per_prompt_kl
+from neurosteer.model.resume import ResumeCache
 from neurosteer.util.defaults import CALIBRATION
 from neurosteer.util.errors import NeurosteerWarning, SettingsError
 from neurosteer.util.validation import finite, prompt_list, whole
@@ -151,7 +152,8 @@ def calibrate_strength(
     if not 0 < low <= high:
         raise SettingsError(f"the calibration range must satisfy 0 < low <= high, got [{low}, {high}]")
     clock = time.perf_counter()
-    options = {"batch_size": batch_size, "chat_template": chat_template}
+    resume = ResumeCache(model, intervention.first_layer())
+    options = {"batch_size": batch_size, "chat_template": chat_template, "resume": resume}
     reference = first_token_logprobs(model, tokenizer, prompts, **options)
     tried: list[tuple[float, float]] = []
     means: dict[float, float] = {}

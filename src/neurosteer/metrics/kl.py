@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.model.activations import next_token_logits, tokenize_prompts
 from neurosteer.model.encoding import input_device, iter_batches, pad_token_id
 from neurosteer.model.prefix import split_shared_prefix
+from neurosteer.model.resume import ResumeCache
 from neurosteer.util.console import track
 from neurosteer.util.errors import NeurosteerError
 
@@ -30,22 +32,28 @@ def first_token_logprobs(
     chat_template: bool = True,
     progress: bool = False,
     share_prefix: bool = True,
+    resume: ResumeCache | None = None,
 ) -> torch.Tensor:
     """``[prompts, vocab]`` log-probabilities of the first answer token, in prompt order.
 
     Left padding puts every prompt's last token at the end, so only the last position's logits
     are computed (``logits_to_keep=1``). ``share_prefix`` runs the prompts' common leading tokens
-    once (see :mod:`neurosteer.model.prefix`).
+    once (see :mod:`neurosteer.model.prefix`). ``resume``: an unsteered pass records into it, and
+    steered passes over the same prompts skip the layers before their first steered one
+    (see :mod:`neurosteer.model.resume`).
     """
     ids = tokenize_prompts(tokenizer, prompts, chat_template=chat_template, model=model)
     rows: dict[int, torch.Tensor] = {}
     device = input_device(model)
     prefix, ids = split_shared_prefix(model, ids, device, share=share_prefix)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
-    with torch.inference_mode():
-        for batch in track(batches, "first-token logits", total=-(-len(ids) // batch_size), enabled=progress):
+    pass_over = resume.pass_over(prefix.length if prefix else 0) if resume else nullcontext()
+    with torch.inference_mode(), pass_over:
+        batches = track(batches, "first-token logits", total=-(-len(ids) // batch_size), enabled=progress)
+        for index, batch in enumerate(batches):
             batch = batch.to(device)
-            logits = next_token_logits(model, batch, prefix)
+            with resume.batch(index, tuple(batch.input_ids.shape)) if resume else nullcontext():
+                logits = next_token_logits(model, batch, prefix)
             for row, values in zip(batch.rows, torch.log_softmax(logits.float(), -1).cpu(), strict=True):
                 rows[row] = values
     return torch.stack([rows[i] for i in range(len(ids))])
