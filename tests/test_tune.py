@@ -210,3 +210,50 @@ def test_clamp_space_searches_clamping_from_the_same_selection(searched, model, 
     assert exported.exit_code == 0, exported.output
     assert f"clamp at {CLAMP.strength:g}, margin {CLAMP.margin:g}" in exported.output
     assert not (tmp_path / "baked").exists()
+
+
+def test_a_quick_search_starts_from_the_calibrated_default_and_the_bundled_points(model, tokenizer, tmp_path):
+    """``--quick``: the default selection at the strength calibrated on the model (the same strength
+    ``neurosteer.calibrate`` finds), then that strength's ladder, then the bundled models' best points
+    carried to this depth, then the sampler's own trials."""
+    import neurosteer
+    from neurosteer.util.defaults import QUICK_TUNE
+
+    config = TuneConfig(**{**CONFIG, "spaces": ["clamp"], "trials": 6, "quick": True})
+    rows = run_tune(model, tokenizer, config, tmp_path / "quick", progress=False)["clamp"]
+    ctx = context(model, tokenizer, config, tmp_path / "quick", measuring=False)
+    positive, negative = ctx.behaviour.training_pair(CONFIG["n_train"])
+    default = default_selection(model, tokenizer, positive, negative, ctx.contrast)
+    calibrated = neurosteer.calibrate(model, tokenizer, default, batch_size=CONFIG["batch_size"]).calibration
+    assert [r["start"] for r in rows[:2]] == ["default, calibrated", f"default, {QUICK_TUNE.ladder[0]:g} x calibrated"]
+    assert rows[0]["default"] and not any(r["default"] for r in rows[1:])
+    assert rows[0]["strength"] == pytest.approx(calibrated["strength"])
+    low, high = SPACES["clamp"].STRENGTHS
+    for row, factor in zip(rows[1:3], QUICK_TUNE.ladder, strict=True):
+        assert row["strength"] == pytest.approx(min(max(factor * calibrated["strength"], low), high))
+        assert {k: row[k] for k in ("score", "fraction", "max_layer", "margin")} == {
+            k: rows[0][k] for k in ("score", "fraction", "max_layer", "margin")
+        }
+    start = QUICK_TUNE.starts[0]
+    carried = rows[3]
+    assert carried["start"] == start.source and carried["margin"] == start.margin
+    last = model.config.num_hidden_layers - 1
+    assert carried["max_layer"] == min(max(round(start.max_layer_share * last), (last + 1) // 2), last)
+    assert [r["start"] for r in rows[4:]] == [None, None]
+    # a quick search is a search of its own: resuming it without --quick is refused
+    with pytest.raises(NeurosteerError, match="other settings"):
+        run_tune(model, tokenizer, TuneConfig(**{**CONFIG, "spaces": ["clamp"]}), tmp_path / "quick", progress=False)
+
+
+def test_cli_quick_search_prints_the_calibration_and_searches_the_clamp_space(cli_workspace, tmp_path):
+    from tiny import tiny_tokenizer
+
+    saved = tmp_path / "gpt2"
+    tiny_model("gpt2").save_pretrained(saved)
+    tiny_tokenizer().save_pretrained(saved)
+    options = ["--n-train", "6", "--n-screen", "3", "--n-harmless", "3", "--batch-size", "8", "--no-progress"]
+    result = invoke("tune", "--quick", "--trials", "5", "--out", tmp_path / "search", "-m", saved, *options)
+    assert result.exit_code == 0, result.output
+    assert "default strength calibrated on this model: clamp strength" in result.output
+    record = json.loads((tmp_path / "search" / "tune.json").read_text())["config"]
+    assert record["spaces"] == ["clamp"] and record["quick"] and record["trials"] == 5

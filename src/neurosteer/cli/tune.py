@@ -25,7 +25,7 @@ from neurosteer.cli.common import (
 )
 from neurosteer.util.atomic import check_writable
 from neurosteer.util.console import console, plain
-from neurosteer.util.defaults import TUNE_SPACES
+from neurosteer.util.defaults import QUICK_TUNE, TUNE_SPACES
 from neurosteer.util.errors import SettingsError
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Directory of the search (journal, tables, tune.html).")]
@@ -39,13 +39,27 @@ def tune(
         str | None, typer.Option("--behaviour", "-b", help="Bundled behaviour or .toml (setting behaviour).")
     ] = None,
     spaces: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Search spaces, comma-separated: clamp (neurons clamped, the default intervention), ablation, "
-            "neurons (neurons scaled or patched; not run unless named)."
+            f"neurons (neurons scaled or patched; not run unless named). Default: {','.join(TUNE_SPACES)}; "
+            f"with --quick, {','.join(QUICK_TUNE.spaces)}."
         ),
-    ] = ",".join(TUNE_SPACES),
-    trials: Annotated[int, typer.Option(help="Trials per search space (the same budget for each).")] = 40,
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Trials per search space (the same budget for each). Default: 40; with --quick, {QUICK_TUNE.trials}."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="A small search that starts from the default at the strength calibrated on this model, that "
+            "strength's neighbours and the bundled models' best points (depth-relative).",
+        ),
+    ] = False,
     goal: Annotated[str, typer.Option(help="remove (default) or amplify the behaviour.")] = "remove",
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     n_train: Annotated[int | None, typer.Option(help="Training prompts (or pairs) per side (setting n_train).")] = None,
@@ -90,8 +104,13 @@ def tune(
         tune_config = TuneConfig(
             model=settings.model,
             behaviour=settings.behaviour,
-            spaces=check_spaces([s.strip() for s in spaces.split(",") if s.strip()]),
-            trials=trials,
+            spaces=check_spaces(
+                list(QUICK_TUNE.spaces if quick else TUNE_SPACES)
+                if spaces is None
+                else [s.strip() for s in spaces.split(",") if s.strip()]
+            ),
+            trials=trials if trials is not None else QUICK_TUNE.trials if quick else 40,
+            quick=quick,
             goal=goal,
             seed=seed,
             n_train=settings.n_train,

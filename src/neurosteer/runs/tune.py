@@ -41,7 +41,9 @@ from neurosteer.interventions import (
     NeuronClamping,
     NeuronPatching,
     NeuronScaling,
+    calibration_prompts,
 )
+from neurosteer.interventions.calibration import Calibration, calibrate_strength
 from neurosteer.metrics.kl import KLSpread, first_token_logprobs, kl_spread
 from neurosteer.model.architectures import layout
 from neurosteer.runs.provenance import MODEL, check_contents, contents
@@ -55,8 +57,8 @@ from neurosteer.runs.tune_files import (
     repair_journal,
 )
 from neurosteer.util.atomic import atomic_path
-from neurosteer.util.console import track
-from neurosteer.util.defaults import CLAMP, DISCOVERY, PATCH, TUNE_KL_PROMPTS, TUNE_SPACES
+from neurosteer.util.console import console, plain, track
+from neurosteer.util.defaults import CLAMP, DISCOVERY, PATCH, QUICK_TUNE, TUNE_KL_PROMPTS, TUNE_SPACES
 from neurosteer.util.errors import NeurosteerError, SettingsError
 from neurosteer.util.fingerprint import short_hash, weights_fingerprint
 from neurosteer.util.locking import writes_to
@@ -85,11 +87,13 @@ class TuneConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
     confirm: int = Field(0, ge=0, description="Pareto points per space re-measured with full answers.")
     confirm_tokens: int = Field(48, ge=1, description="Tokens per answer when confirming.")
+    quick: bool = Field(False, description="Start from the calibrated default and the bundled models' best points.")
 
     def fingerprint(self) -> str:
         """What decides a trial's outcome: the trial count, the KL bound and the confirmation settings
-        are left out, so a search can be extended and re-read."""
-        excluded = {"trials", "confirm", "confirm_tokens", "max_kl"}
+        are left out, so a search can be extended and re-read (and ``quick`` when off, so searches
+        written before it existed still resume)."""
+        excluded = {"trials", "confirm", "confirm_tokens", "max_kl"} | (set() if self.quick else {"quick"})
         return short_hash(json.dumps(self.model_dump(exclude=excluded), sort_keys=True).encode())
 
 
@@ -107,6 +111,8 @@ class TuneContext:
     config: TuneConfig
     out: Path
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    """The default's strength calibrated on the model, where a quick search measured it."""
 
     @property
     def sign(self) -> float:
@@ -167,6 +173,11 @@ class SearchSpace(ABC):
         """The library's documented default of this method (:mod:`neurosteer.util.defaults`) as trial
         parameters: every search measures it first, so the front is read against it and the
         sampler starts from a known point on a new model."""
+
+    def start_points(self, ctx: TuneContext) -> list[tuple[str, dict[str, Any]]]:
+        """The trials measured before the sampler's own, each with where it comes from: the default,
+        and in a quick search (:data:`neurosteer.util.defaults.QUICK_TUNE`) what else carries over."""
+        return [("default", self.default_params(ctx))]
 
 
 class NeuronSpace(SearchSpace):
@@ -242,6 +253,52 @@ class ClampSpace(NeuronSpace):
 
     def default_steering(self) -> dict[str, Any]:
         return {"margin": CLAMP.margin, "strength": CLAMP.strength}
+
+    def start_points(self, ctx: TuneContext) -> list[tuple[str, dict[str, Any]]]:
+        """In a quick search: the default selection at the strength calibrated on this model and at
+        :data:`QUICK_TUNE.ladder <neurosteer.util.defaults.QUICK_TUNE>` times it, then the bundled
+        models' best points carried to this depth."""
+        default = self.default_params(ctx)
+        if not ctx.config.quick:
+            return [("default", default)]
+        intervention, _ = self.suggest(FixedTrial(default), ctx)
+        prompts, source = calibration_prompts()
+        calibration = calibrate_strength(
+            ctx.model,
+            ctx.tokenizer,
+            intervention,
+            prompts,
+            start=default["strength"],
+            low=self.STRENGTHS[0],
+            high=self.STRENGTHS[1],
+            prompt_source=source,
+            batch_size=ctx.config.batch_size,
+        )
+        ctx.calibration = calibration
+        calibrated = calibration.strength
+        points = [("default, calibrated", default | {"strength": calibrated})]
+        points += [
+            (f"default, {factor:g} x calibrated", default | {"strength": self._in_range(factor * calibrated)})
+            for factor in QUICK_TUNE.ladder
+        ]
+        last = ctx.contrast.model.n_layers - 1
+        for start in QUICK_TUNE.starts:
+            params = {
+                "score": start.score,
+                "fraction": start.fraction,
+                "max_layer": min(max(round(start.max_layer_share * last), (last + 1) // 2), last),
+                "margin": start.margin,
+                "strength": self._in_range(start.strength),
+            }
+            if start.score == "attribution":
+                if ctx.behaviour.attribution_target() is None:
+                    continue
+                params["positions"] = start.positions
+            points.append((start.source, params))
+        return points
+
+    def _in_range(self, strength: float) -> float:
+        return min(max(strength, self.STRENGTHS[0]), self.STRENGTHS[1])
 
 
 class AblationSpace(SearchSpace):
@@ -416,7 +473,10 @@ def run_tune(
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         space = SPACES[name]()
         if len(done) < config.trials and default_pending(study):
-            study.enqueue_trial(space.default_params(ctx), user_attrs={"default": True})
+            for index, (source, params) in enumerate(space.start_points(ctx)):
+                study.enqueue_trial(params, user_attrs={"default": index == 0, "start": source})
+            if ctx.calibration is not None:
+                console.print(plain(f"{name}: default strength calibrated on this model: {ctx.calibration.describe()}"))
         for _ in track(range(config.trials - len(done)), f"search: {name}", enabled=progress):
             trial = study.ask()
             start = time.perf_counter()
@@ -528,6 +588,7 @@ def trial_rows(out: Path, config: TuneConfig) -> dict[str, list[dict[str, Any]]]
                 "seconds": t.user_attrs.get("seconds"),
                 **{key: t.user_attrs.get(key) for key in ("kl_low", "kl_high", "kl_top5_share")},
                 "default": bool(t.user_attrs.get("default")),
+                "start": t.user_attrs.get("start"),
             }
             for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE

@@ -135,6 +135,37 @@ TUNE_SPACES = ("clamp", "ablation")
 
 
 @dataclass(frozen=True)
+class StartPoint:
+    """A point of a search on a bundled model, depth-relative so that it carries to any depth:
+    ``max_layer_share`` is the last layer of the window as a share of the last layer's index."""
+
+    source: str
+    score: str
+    positions: int | None
+    fraction: float
+    max_layer_share: float
+    margin: float
+    strength: float
+
+
+@dataclass(frozen=True)
+class QuickTuneDefaults:
+    """``neurosteer tune --quick``: a small budget that starts where the full searches ended.
+    The clamp space first measures the default selection at the strength calibrated on the model
+    (:class:`CalibrationDefaults`), then the same selection at ``ladder`` times that strength
+    (the front's two ends), then ``starts`` (the best points of the bundled models' full searches,
+    docs/results.md), and spends what is left of ``trials`` on TPE."""
+
+    trials: int = 8
+    spaces: tuple[str, ...] = ("clamp",)
+    ladder: tuple[float, ...] = (0.4, 1.8)
+    starts: tuple[StartPoint, ...] = (
+        # clamp trial 17 of the 1.5B model's search: 145 neurons of 28 x 8960, layers 0-18 of 0-27
+        StartPoint("qwen2.5-1.5b clamp trial 17", "attribution", 5, 5.78e-4, 18 / 27, 0.49, 3.0111),
+    )
+
+
+@dataclass(frozen=True)
 class DemoDefaults:
     """``neurosteer demo``: all 100 JailbreakBench behaviours, fewer harmless prompts and shorter
     answers than ``eval``, so that three conditions fit in ten minutes on two CPU cores. The
@@ -149,6 +180,7 @@ class DemoDefaults:
 DISCOVERY = DiscoveryDefaults()
 STEERING = SteeringDefaults()
 CALIBRATION = CalibrationDefaults()
+QUICK_TUNE = QuickTuneDefaults()
 KERNEL = KernelDefaults()
 PATCH = PatchDefaults()
 DEMO = DemoDefaults()
