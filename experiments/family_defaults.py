@@ -9,6 +9,7 @@ prompts the search read (refused, evaded, first-token KL with its interval), XST
 refused) and the 4-gram quality of every answer. Prints a Markdown table.
 
     python experiments/family_defaults.py --model smollm2-135m [--n-harmful 100] [--max-new-tokens 64]
+        [--skip "ablation, default"]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--n-xstest", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--skip", action="append", default=[], help="Leave out conditions whose name starts so.")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = neurosteer.load_model(args.model)
@@ -101,6 +103,8 @@ def main() -> None:
     }
     results = {}
     for name, steering in conditions.items():
+        if any(name.startswith(prefix) for prefix in args.skip):
+            continue
         clock = time.perf_counter()
         results[name] = evaluator.run(steering, label=name).metrics
         print(f"<!-- {name}: {time.perf_counter() - clock:.0f} s -->")

@@ -137,12 +137,14 @@ def calibrate_strength(
     tolerance: float = CALIBRATION.tolerance,
     batch_size: int = 16,
     chat_template: bool = True,
+    skip_unsteered_layers: bool = True,
 ) -> Calibration:
     """The largest strength in ``[low, high]`` whose ``statistic`` of per-prompt first-token KL on
     ``prompts`` stays within ``budget``, searched from ``start`` with at most ``max_passes``
     first-token passes (the unsteered one included). Stops early once the statistic lies within
     ``tolerance`` (a share) below the budget. Warns, and returns ``low``, when even ``low``
-    exceeds the budget."""
+    exceeds the budget. ``skip_unsteered_layers``: steered passes start at the intervention's first
+    layer (:mod:`neurosteer.model.resume`; off only to measure what that saves)."""
     budget = check_budget(budget)
     if statistic not in STATISTICS:
         raise SettingsError(f"unknown KL statistic '{statistic}'; choose from {', '.join(STATISTICS)}")
@@ -152,7 +154,7 @@ def calibrate_strength(
     if not 0 < low <= high:
         raise SettingsError(f"the calibration range must satisfy 0 < low <= high, got [{low}, {high}]")
     clock = time.perf_counter()
-    resume = ResumeCache(model, intervention.first_layer())
+    resume = ResumeCache(model, intervention.first_layer() if skip_unsteered_layers else 0)
     options = {"batch_size": batch_size, "chat_template": chat_template, "resume": resume}
     reference = first_token_logprobs(model, tokenizer, prompts, **options)
     tried: list[tuple[float, float]] = []
