@@ -94,3 +94,17 @@ def test_sets_without_spreads_still_load_and_say_why_they_cannot_be_clamped(foun
         NeuronClamping(loaded)
     with pytest.raises(NeuronFileError, match="negative standard deviations"):
         replace(found, spread_negative=-found.spread_negative)
+
+
+def test_weights_fingerprint_reads_tensors_past_float32_exact_indices():
+    """A tensor with more than 2**24 values (the bundled models' embeddings): float32 rounds its last
+    sampled index up to the tensor's length; the fingerprint still reads its last value."""
+    from neurosteer.util.fingerprint import weights_fingerprint
+
+    from tiny import tiny_model
+
+    model = tiny_model("llama")
+    model.register_buffer("large", torch.zeros(2**24 + 4))
+    before = weights_fingerprint(model)
+    model.large[-1] = 1.0
+    assert weights_fingerprint(model) != before

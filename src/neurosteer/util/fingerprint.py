@@ -55,6 +55,9 @@ def weights_fingerprint(model: nn.Module, samples: int = 64) -> str:
             continue
         flat = tensor.detach().reshape(-1)
         index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), device=flat.device).long()
+        # float32 rounds the last index of a tensor past 2**24 values up to its length; clamping keeps
+        # every fingerprint taken before (smaller tensors) as it was
+        index = index.clamp_(max=flat.numel() - 1)
         digest.update(flat[index].to("cpu", torch.float64).numpy().tobytes())
     return digest.hexdigest()[:16]
 
