@@ -107,7 +107,12 @@ def main() -> None:
             continue
         clock = time.perf_counter()
         results[name] = evaluator.run(steering, label=name).metrics
-        print(f"<!-- {name}: {time.perf_counter() - clock:.0f} s -->")
+        shown = ", ".join(f"{key} {results[name].get(key, 0):.3f}" for _, key in ROWS)
+        # each condition as it finishes, so an interrupted run still shows what it measured
+        print(
+            f"<!-- {name}: {time.perf_counter() - clock:.0f} s; {shown}; kl {results[name].get('kl', 0):.3f} -->",
+            flush=True,
+        )
     print(f"\n| {args.model}, greedy {args.max_new_tokens} tokens | " + " | ".join(results) + " |")
     print("|---|" + "---:|" * len(results))
     for label, key in ROWS:
