@@ -17,8 +17,7 @@ import time
 import torch
 
 import neurosteer
-from neurosteer.discovery.contrast import collect_contrast
-from neurosteer.discovery.find import default_selection
+from neurosteer.discovery.find import discover_default
 from neurosteer.interventions import INTERVENTIONS, calibration_prompts
 from neurosteer.interventions.calibration import calibrate_strength
 from neurosteer.util.defaults import CALIBRATION, RUN, STEERING
@@ -36,15 +35,8 @@ def main() -> None:
     refusal = neurosteer.load_behaviour("refusal")
     positive, negative = refusal.training_pair(RUN.n_train)
     start = time.perf_counter()
-    contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=RUN.batch_size)
-    neurons = default_selection(
-        model,
-        tokenizer,
-        positive,
-        negative,
-        contrast,
-        batch_size=RUN.batch_size,
-        target=refusal.default_target(RUN.n_train),
+    contrast, neurons = discover_default(
+        model, tokenizer, positive, negative, batch_size=RUN.batch_size, target=refusal.default_target(RUN.n_train)
     )
     discovery = time.perf_counter() - start
     prompts, source = calibration_prompts()

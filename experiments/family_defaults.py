@@ -21,8 +21,7 @@ from contextlib import nullcontext
 import torch
 
 import neurosteer
-from neurosteer.discovery.contrast import collect_contrast
-from neurosteer.discovery.find import default_selection
+from neurosteer.discovery.find import discover_default
 from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
 from neurosteer.interventions import BuildOptions, KernelAblation, calibration_prompts, default_steering
 from neurosteer.interventions.calibration import calibrate_strength
@@ -57,15 +56,8 @@ def main() -> None:
     refusal = neurosteer.load_behaviour("refusal")
     positive, negative = refusal.training_pair(args.n_train)
     clock = time.perf_counter()
-    contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=args.batch_size)
-    neurons = default_selection(
-        model,
-        tokenizer,
-        positive,
-        negative,
-        contrast,
-        batch_size=args.batch_size,
-        target=refusal.default_target(args.n_train),
+    contrast, neurons = discover_default(
+        model, tokenizer, positive, negative, batch_size=args.batch_size, target=refusal.default_target(args.n_train)
     )
     discovery = time.perf_counter() - clock
     calibrated = neurosteer.calibrate(model, tokenizer, neurons, batch_size=args.batch_size)

@@ -120,6 +120,25 @@ def default_selection(
     return neurons_from_contrast(model, contrast, score, matrix=matrix)
 
 
+def discover_default(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    positive: Sequence[Prompt],
+    negative: Sequence[Prompt],
+    *,
+    target: AttributionTarget | None = FIRST_TOKEN_REFUSAL,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[ContrastStats, NeuronSet]:
+    """Discovery with the defaults, as the demo and ``neurosteer discover`` run it: one contrast
+    pass, then :func:`default_selection`; the statistics come back too, for the residual methods."""
+    contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=batch_size, progress=progress)
+    neurons = default_selection(
+        model, tokenizer, positive, negative, contrast, target=target, batch_size=batch_size, progress=progress
+    )
+    return contrast, neurons
+
+
 def find_neurons(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,

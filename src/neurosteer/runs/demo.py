@@ -19,8 +19,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neurosteer.discovery.contrast import collect_contrast
-from neurosteer.discovery.find import default_selection
+from neurosteer.discovery.find import discover_default
 from neurosteer.discovery.neuronset import NeuronSet
 from neurosteer.evaluation.behaviours.prompted import REFUSAL
 from neurosteer.evaluation.evaluator import EvalPlan, Evaluator
@@ -135,11 +134,8 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     harmful_train, harmless_train = REFUSAL.training_pair(n_train)
     clock = time.perf_counter()
-    contrast = collect_contrast(
+    contrast, neurons = discover_default(
         model, tokenizer, harmful_train, harmless_train, batch_size=batch_size, progress=progress
-    )
-    neurons = default_selection(
-        model, tokenizer, harmful_train, harmless_train, contrast, batch_size=batch_size, progress=progress
     )
     discovery_seconds = time.perf_counter() - clock
     if strength is None:
