@@ -26,8 +26,7 @@ import time
 import torch
 
 import neurosteer
-from neurosteer.discovery.contrast import collect_contrast
-from neurosteer.discovery.find import default_selection
+from neurosteer.discovery.find import discover_default
 from neurosteer.interventions import INTERVENTIONS
 from neurosteer.interventions.calibration import STATISTICS
 from neurosteer.metrics.kl import first_token_logprobs, kl_spread, per_prompt_kl
@@ -53,9 +52,8 @@ def main() -> None:
     refusal = neurosteer.load_behaviour("refusal")
     positive, negative = refusal.training_pair(args.n_train)
     clock = time.perf_counter()
-    contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=32)
-    neurons = default_selection(
-        model, tokenizer, positive, negative, contrast, batch_size=32, target=refusal.default_target(args.n_train)
+    _, neurons = discover_default(
+        model, tokenizer, positive, negative, batch_size=32, target=refusal.default_target(args.n_train)
     )
     discovery = time.perf_counter() - clock
     neurons = neurosteer.calibrate(model, tokenizer, neurons, batch_size=32)

@@ -257,3 +257,20 @@ def test_cli_quick_search_prints_the_calibration_and_searches_the_clamp_space(cl
     assert "default strength calibrated on this model: clamp strength" in result.output
     record = json.loads((tmp_path / "search" / "tune.json").read_text())["config"]
     assert record["spaces"] == ["clamp"] and record["quick"] and record["trials"] == 5
+    # with a second space named, only the clamp space reports a calibration
+    both = invoke(
+        "tune",
+        "--quick",
+        "--spaces",
+        "clamp,ablation",
+        "--trials",
+        "2",
+        "--out",
+        tmp_path / "both",
+        "-m",
+        saved,
+        *options,
+    )
+    assert both.exit_code == 0, both.output
+    assert both.output.count("default strength calibrated on this model") == 1
+    assert "clamp: default strength calibrated" in both.output

@@ -91,6 +91,7 @@ def tune(
     from neurosteer.runs.tune import TuneConfig, check_spaces, run_tune
 
     check_writable(out, directory=True)
+    full_trials = TuneConfig.model_fields["trials"].default  # the search's own default
     settings = settings_from(
         config,
         model=model,
@@ -109,7 +110,7 @@ def tune(
                 if spaces is None
                 else [s.strip() for s in spaces.split(",") if s.strip()]
             ),
-            trials=trials if trials is not None else QUICK_TUNE.trials if quick else 40,
+            trials=trials if trials is not None else QUICK_TUNE.trials if quick else full_trials,
             quick=quick,
             goal=goal,
             seed=seed,

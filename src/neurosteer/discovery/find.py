@@ -130,8 +130,8 @@ def discover_default(
     batch_size: int = 16,
     progress: bool = False,
 ) -> tuple[ContrastStats, NeuronSet]:
-    """Discovery with the defaults, as the demo and ``neurosteer discover`` run it: one contrast
-    pass, then :func:`default_selection`; the statistics come back too, for the residual methods."""
+    """Discovery with the defaults, as the demo runs it: one contrast pass, then
+    :func:`default_selection`; the statistics come back too, for the residual methods."""
     contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=batch_size, progress=progress)
     neurons = default_selection(
         model, tokenizer, positive, negative, contrast, target=target, batch_size=batch_size, progress=progress

@@ -83,12 +83,30 @@ def calibrate(
     strength whose first-token KL on harmless ``prompts`` (default: :func:`calibration_prompts`)
     stays within ``budget`` (:mod:`neurosteer.interventions.calibration`). The set is returned
     with the outcome in :attr:`NeuronSet.calibration`, which :func:`default_steering` then uses."""
+    outcome = default_calibration(
+        model, tokenizer, neurons, budget=budget, prompts=prompts, batch_size=batch_size, chat_template=chat_template
+    )
+    return replace(neurons, calibration=outcome.as_dict())
+
+
+def default_calibration(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    neurons: NeuronSet,
+    *,
+    budget: float = CALIBRATION.budget,
+    prompts: Sequence[str] | None = None,
+    batch_size: int = 16,
+    chat_template: bool = True,
+) -> Calibration:
+    """The calibration :func:`calibrate` records: the default intervention on ``neurons``, searched
+    from the searched strength within the documented range."""
     neurons = NeuronSet.require(neurons)
     neurons.check_compatible(model)
     source = "given prompts"
     if prompts is None:
         prompts, source = calibration_prompts()
-    outcome = calibrate_strength(
+    return calibrate_strength(
         model,
         tokenizer,
         INTERVENTIONS[STEERING.method](neurons),
@@ -101,7 +119,6 @@ def calibrate(
         batch_size=batch_size,
         chat_template=chat_template,
     )
-    return replace(neurons, calibration=outcome.as_dict())
 
 
 def intervention_class(name: str) -> type[Intervention]:
@@ -125,6 +142,7 @@ __all__ = [
     "calibrate",
     "calibration_prompts",
     "check_methods",
+    "default_calibration",
     "default_layer",
     "default_steering",
     "default_strength",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -47,12 +46,12 @@ def first_token_logprobs(
     device = input_device(model)
     prefix, ids = split_shared_prefix(model, ids, device, share=share_prefix)
     batches = iter_batches(ids, batch_size, pad_id=pad_token_id(tokenizer), padding_side="left")
-    pass_over = resume.pass_over(prefix.length if prefix else 0) if resume else nullcontext()
-    with torch.inference_mode(), pass_over:
+    resume = resume or ResumeCache(model, 0)  # layer 0: records nothing, skips nothing
+    with torch.inference_mode(), resume.pass_over(prefix.length if prefix else 0):
         batches = track(batches, "first-token logits", total=-(-len(ids) // batch_size), enabled=progress)
         for index, batch in enumerate(batches):
             batch = batch.to(device)
-            with resume.batch(index, tuple(batch.input_ids.shape)) if resume else nullcontext():
+            with resume.batch(index, tuple(batch.input_ids.shape)):
                 logits = next_token_logits(model, batch, prefix)
             for row, values in zip(batch.rows, torch.log_softmax(logits.float(), -1).cpu(), strict=True):
                 rows[row] = values

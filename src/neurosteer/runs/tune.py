@@ -41,9 +41,9 @@ from neurosteer.interventions import (
     NeuronClamping,
     NeuronPatching,
     NeuronScaling,
-    calibration_prompts,
+    default_calibration,
 )
-from neurosteer.interventions.calibration import Calibration, calibrate_strength
+from neurosteer.interventions.calibration import Calibration
 from neurosteer.metrics.kl import KLSpread, first_token_logprobs, kl_spread
 from neurosteer.model.architectures import layout
 from neurosteer.runs.provenance import MODEL, check_contents, contents
@@ -111,8 +111,6 @@ class TuneContext:
     config: TuneConfig
     out: Path
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
-    calibration: Calibration | None = None
-    """The default's strength calibrated on the model, where a quick search measured it."""
 
     @property
     def sign(self) -> float:
@@ -163,6 +161,8 @@ class TuneContext:
 
 class SearchSpace(ABC):
     name: ClassVar[str]
+    calibration: Calibration | None = None
+    """The default's strength calibrated on the model, where :meth:`start_points` measured one."""
 
     @abstractmethod
     def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
@@ -262,20 +262,10 @@ class ClampSpace(NeuronSpace):
         if not ctx.config.quick:
             return [("default", default)]
         intervention, _ = self.suggest(FixedTrial(default), ctx)
-        prompts, source = calibration_prompts()
-        calibration = calibrate_strength(
-            ctx.model,
-            ctx.tokenizer,
-            intervention,
-            prompts,
-            start=default["strength"],
-            low=self.STRENGTHS[0],
-            high=self.STRENGTHS[1],
-            prompt_source=source,
-            batch_size=ctx.config.batch_size,
+        self.calibration = default_calibration(
+            ctx.model, ctx.tokenizer, intervention.neurons, batch_size=ctx.config.batch_size
         )
-        ctx.calibration = calibration
-        calibrated = calibration.strength
+        calibrated = self.calibration.strength
         points = [("default, calibrated", default | {"strength": calibrated})]
         points += [
             (f"default, {factor:g} x calibrated", default | {"strength": self._in_range(factor * calibrated)})
@@ -475,8 +465,10 @@ def run_tune(
         if len(done) < config.trials and default_pending(study):
             for index, (source, params) in enumerate(space.start_points(ctx)):
                 study.enqueue_trial(params, user_attrs={"default": index == 0, "start": source})
-            if ctx.calibration is not None:
-                console.print(plain(f"{name}: default strength calibrated on this model: {ctx.calibration.describe()}"))
+            if space.calibration is not None:
+                console.print(
+                    plain(f"{name}: default strength calibrated on this model: {space.calibration.describe()}")
+                )
         for _ in track(range(config.trials - len(done)), f"search: {name}", enabled=progress):
             trial = study.ask()
             start = time.perf_counter()
