@@ -20,7 +20,7 @@ from clitools import assert_one_line_error, invoke
 from tiny import tiny_model
 
 CONFIG = dict(
-    model="tiny", trials=5, n_train=6, n_screen=5, n_harmless=5, batch_size=8, spaces=["neurons", "clamp", "ablation"]
+    model="tiny", trials=5, n_train=6, n_screen=5, n_harmless=5, batch_size=8, spaces=["neurons", "clamp", "ablation", "caa"]
 )
 
 
@@ -174,6 +174,51 @@ def test_cli_search_prints_its_fronts_and_confirmed_measures(cli_workspace, tmp_
         assert measure in result.output
     stored = json.loads((tmp_path / "search" / "confirmed.json").read_text())
     assert len(stored) == 2  # one candidate per space
+
+
+def test_caa_space_searches_the_layer_and_coefficient(searched, model, tokenizer):
+    """Trial 0 of the CAA space is CAA as the sweeps run it (the baselines' default layer, +1
+    removes); every trial rebuilds to activation addition at its own layer, inside the window."""
+    from neurosteer.interventions import ActivationAddition, default_layer
+
+    out, rows = searched
+    first, strength = rebuild(model, tokenizer, out, "caa", 0)
+    n_layers = model.config.num_hidden_layers
+    assert isinstance(first, ActivationAddition) and (first.layer, strength) == (default_layer(n_layers), 1.0)
+    low, high = SPACES["caa"]().layers(n_layers)
+    for row in rows["caa"]:
+        intervention, strength = rebuild(model, tokenizer, out, "caa", row["trial"])
+        assert intervention.layer == row["params"]["layer"] and low <= intervention.layer <= high
+        assert strength == pytest.approx(row["params"]["coefficient"]) and strength > 0
+
+
+def test_an_ab_behaviour_is_searched_toward_amplification(tokenizer, tmp_path):
+    """``--goal amplify`` on an A/B behaviour: the study maximises p_matching, every space steers
+    with the opposite sign (CAA adds the mean difference), and the search refuses to resume for
+    another behaviour or goal."""
+    import optuna
+
+    from neurosteer.runs.tune import _study
+
+    model = tiny_model("llama", max_position_embeddings=1024)  # CAA's questions run past 256 tokens
+    config = TuneConfig(
+        **{**CONFIG, "behaviour": "sycophancy", "goal": "amplify", "spaces": ["neurons", "caa"], "trials": 3}
+    )
+    out = tmp_path / "amplify"
+    rows = run_tune(model, tokenizer, config, out, progress=False)
+    assert all(len(trials) == 3 for trials in rows.values())
+    assert _study(out, "caa", config, create=False).directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ctx = context(model, tokenizer, config, out)
+    for space in config.spaces:
+        for row in rows[space]:
+            intervention, strength = rebuild(model, tokenizer, out, space, row["trial"])
+            assert strength < 0
+            assert ctx.measure(intervention.apply(model, strength)) == pytest.approx(
+                (row["behaviour"], row["kl"]), abs=1e-5
+            )
+    for other in ({"behaviour": "hallucination"}, {"goal": "remove"}):
+        with pytest.raises(NeurosteerError, match="other settings"):
+            run_tune(model, tokenizer, TuneConfig(**{**config.model_dump(), **other}), out, progress=False)
 
 
 def test_clamp_space_searches_clamping_from_the_same_selection(searched, model, tokenizer, tmp_path, cli_workspace):

@@ -42,7 +42,8 @@ def tune(
         str | None,
         typer.Option(
             help="Search spaces, comma-separated: clamp (neurons clamped, the default intervention), ablation, "
-            f"neurons (neurons scaled or patched; not run unless named). Default: {','.join(TUNE_SPACES)}; "
+            "neurons (neurons scaled or patched), caa (activation addition at a searched layer and "
+            f"coefficient); the last two not run unless named. Default: {','.join(TUNE_SPACES)}; "
             f"with --quick, {','.join(QUICK_TUNE.spaces)}."
         ),
     ] = None,

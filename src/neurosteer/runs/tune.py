@@ -1,6 +1,7 @@
 """``neurosteer tune``: a multi-objective search over each method's settings, on validation data only.
 
-For every search space (neuron steering; directional ablation with heretic's per-layer kernels)
+For every search space (neuron steering; directional ablation with heretic's per-layer kernels;
+activation addition, CAA, at a searched layer and coefficient)
 an Optuna study with the same trial budget minimises two cheap objectives: the behaviour on the
 behaviour's validation data (refusal markers in the first ``screen_tokens`` greedy tokens of the
 answers to ``harmful_val``; ``p_matching`` on an A/B behaviour's validation questions) and the
@@ -35,6 +36,8 @@ from neurosteer.discovery.scores import Attribution
 from neurosteer.evaluation.behaviours import Behaviour, Evaluation, load_behaviour
 from neurosteer.evaluation.evaluator import EvalPlan
 from neurosteer.interventions import (
+    ActivationAddition,
+    BuildOptions,
     Intervention,
     Kernel,
     KernelAblation,
@@ -42,6 +45,7 @@ from neurosteer.interventions import (
     NeuronPatching,
     NeuronScaling,
     default_calibration,
+    default_layer,
 )
 from neurosteer.interventions.calibration import Calibration
 from neurosteer.metrics.kl import KLSpread, first_token_logprobs, kl_spread
@@ -328,7 +332,36 @@ class AblationSpace(SearchSpace):
         return params
 
 
-SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, ClampSpace, AblationSpace)}
+class CaaSpace(SearchSpace):
+    """Activation addition (CAA) at its best rather than at ±1: the layer whose residual mean
+    difference is added (or, to remove the behaviour, subtracted) and the coefficient, so that
+    neuron steering is compared with CAA searched on the same budget."""
+
+    name: ClassVar[str] = "caa"
+    LAYER_SHARES: ClassVar[tuple[float, float]] = (0.2, 0.85)
+    COEFFICIENTS: ClassVar[tuple[float, float]] = (0.1, 8.0)
+
+    def layers(self, n_layers: int) -> tuple[int, int]:
+        """The searched layer window, as shares of the depth (CAA's own runs steered a layer a
+        third to a half of the way through)."""
+        low, high = (round(share * (n_layers - 1)) for share in self.LAYER_SHARES)
+        return low, max(low, high)
+
+    def suggest(self, trial: Any, ctx: TuneContext) -> tuple[Intervention, float]:
+        layer = trial.suggest_int("layer", *self.layers(ctx.contrast.model.n_layers))
+        coefficient = trial.suggest_float("coefficient", *self.COEFFICIENTS, log=True)
+        options = BuildOptions(caa_layer=layer)
+        return ActivationAddition.build(ctx.model, ctx.contrast, options), ctx.sign * coefficient
+
+    def default_params(self, ctx: TuneContext) -> dict[str, Any]:
+        """CAA as the sweeps run it: the mean difference at the baselines' default layer, ±1."""
+        low, high = self.layers(ctx.contrast.model.n_layers)
+        return {"layer": min(max(default_layer(ctx.contrast.model.n_layers), low), high), "coefficient": 1.0}
+
+
+SPACES: dict[str, type[SearchSpace]] = {
+    cls.name: cls for cls in (NeuronSpace, ClampSpace, AblationSpace, CaaSpace)
+}
 
 
 def check_spaces(names: list[str]) -> list[str]:
