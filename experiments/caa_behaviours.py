@@ -1,8 +1,8 @@
-"""CNA, CAA and directional ablation on CAA's seven A/B behaviours, on validation questions only.
+"""CNA, CAA and directional ablation on CAA's seven A/B behaviours, on test questions (never searched on).
 
 For each behaviour: the interventions are built from the training split of its questions (the
 question with ``(A``/``(B`` opened as the answer, matching vs not), then ``neurosteer sweep`` runs
-every method at strengths -1 and +1 (and the unsteered model) and measures, on the validation
+every method at strengths -1 and +1 (and the unsteered model) and measures, on the test
 split, ``p_matching``, the per-question steerability slope and anti-steerable share, and
 first-token KL on harmless prompts. Writes one sweep directory per behaviour and a Markdown table.
 

@@ -57,10 +57,12 @@ def test_bundled_caa_behaviours_split_reproducibly():
     for name, size in CAA_SIZES.items():
         behaviour = load_behaviour(name)
         assert isinstance(behaviour, ABBehaviour) and len(behaviour.items) == size
-        train, val = behaviour.split()
-        assert len(val) == round(0.2 * size) and len(train) + len(val) == size
-        assert not {q.question for q in train} & {q.question for q in val}
-        assert behaviour.split() == (train, val)
+        split = behaviour.split()
+        train, val, test = split.train, split.validation, split.test
+        assert len(test) == round(0.2 * size) == len(val) and len(train) + len(val) + len(test) == size
+        texts = [{q.question for q in part} for part in (train, val, test)]
+        assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+        assert behaviour.split() == split
         assert all(q.matching.isupper() and q.not_matching.isupper() and q.matching != q.not_matching for q in val)
     positive, negative = load_behaviour("sycophancy").training_pair(3)
     assert [p.user for p in positive] == [n.user for n in negative]
@@ -85,10 +87,16 @@ def test_training_pairs_balance_their_letters():
 
 def test_split_keeps_every_item_once():
     items = [ABQuestion(str(i), "A", "B") for i in range(10)]
-    train, val = split_items(items)
-    assert sorted(q.question for q in train + val) == sorted(q.question for q in items) and len(val) == 2
-    with pytest.raises(SettingsError):
-        split_items(items[:1])
+    split = split_items(items)
+    every = split.train + split.validation + split.test
+    assert sorted(q.question for q in every) == sorted(q.question for q in items)
+    assert (len(split.train), len(split.validation), len(split.test)) == (6, 2, 2)
+    # The test split is what the two-way split held out before (figures measured on it still hold).
+    two = split_items(items, test=False)
+    assert (len(two.train), len(two.validation), two.test) == (8, 2, [])
+    assert split.test == two.validation and split.train + split.validation == two.train
+    with pytest.raises(SettingsError, match="at least 3 questions"):
+        split_items(items[:2])
 
 
 def test_chat_prompt_appends_the_answer_opening(tokenizer):
@@ -314,7 +322,9 @@ def test_search_screens_use_validation_data_only(tokenizer, tmp_path):
     answers = generate(model, tokenizer, screen.prompts, max_new_tokens=3, batch_size=4)
     assert measured.metrics == {"refusal_opening": refusal_rate(answers)}
     sycophancy = load_behaviour("sycophancy")
-    assert sycophancy.screen(plan).items == sycophancy.split()[1][:5]
+    assert sycophancy.screen(plan).items == sycophancy.split().validation[:5]
+    assert sycophancy.evaluation(plan).items == sycophancy.split().test[:5]
+    assert not {q.question for q in sycophancy.split().validation} & {q.question for q in sycophancy.split().test}
     (tmp_path / "p.txt").write_text("a\nb\n")
     (tmp_path / "b.toml").write_text('name = "x"\npositive = "p.txt"\nnegative = "p.txt"\neval_positive = ["p.txt"]\n')
     with pytest.raises(SettingsError, match="no validation data"):

@@ -20,18 +20,18 @@ from clitools import assert_one_line_error, invoke
 from conftest import NEGATIVE
 from tiny import tiny_model, tiny_tokenizer
 
-TRAIN = [ABQuestion(f"Is {i} larger than {i + 1}?\n (A) yes\n (B) no", *("AB" if i % 2 else "BA")) for i in range(6)]
-VALIDATION = [
-    ABQuestion(f"Is {i} smaller than {i - 1}?\n (A) yes\n (B) no", *("AB" if i % 2 else "BA")) for i in (7, 8, 9)
-]
+TRAIN = [ABQuestion(f"Is {i} larger than {i + 1}?\n (A) yes\n (B) no", *("AB" if i % 2 else "BA")) for i in range(12)]
+TEST = [ABQuestion(f"Is {i} smaller than {i - 1}?\n (A) yes\n (B) no", *("AB" if i % 2 else "BA")) for i in (7, 8, 9)]
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_ab_effects_and_rerank_read_the_letter_difference_on_validation_questions(family):
     model, tok = tiny_model(family), tiny_tokenizer()
-    behaviour = ABBehaviour("t", "", TRAIN, eval_items=VALIDATION)
+    behaviour = ABBehaviour("t", "", TRAIN, eval_items=TEST)
     target = behaviour.validation_target()
-    assert [p.user for p in target.prompts] == [q.question for q in VALIDATION]
+    validation = behaviour.split().validation
+    assert [p.user for p in target.prompts] == [q.question for q in validation] and len(validation) == 2
+    assert {q.question for q in validation} <= {q.question for q in TRAIN} - {q.question for q in TEST}
     assert {p.answer for p in target.prompts} == {"("}
     candidates = neurosteer.find_neurons(model, tok, *behaviour.training_pair(), top_k=4, score="selective")
     effects = single_neuron_effects(
@@ -40,7 +40,7 @@ def test_ab_effects_and_rerank_read_the_letter_difference_on_validation_question
 
     def difference() -> float:
         logprobs = first_token_logprobs(model, tok, list(target.prompts))
-        return float(letter_difference(logprobs, VALIDATION, tok).mean())
+        return float(letter_difference(logprobs, validation, tok).mean())
 
     assert effects.metric_unsteered == pytest.approx(difference(), abs=1e-4)
     for i in range(4):

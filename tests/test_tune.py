@@ -20,7 +20,13 @@ from clitools import assert_one_line_error, invoke
 from tiny import tiny_model
 
 CONFIG = dict(
-    model="tiny", trials=5, n_train=6, n_screen=5, n_harmless=5, batch_size=8, spaces=["neurons", "clamp", "ablation", "caa"]
+    model="tiny",
+    trials=5,
+    n_train=6,
+    n_screen=5,
+    n_harmless=5,
+    batch_size=8,
+    spaces=["neurons", "clamp", "ablation", "caa"],
 )
 
 

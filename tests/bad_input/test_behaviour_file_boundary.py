@@ -46,12 +46,13 @@ def test_duplicate_questions_are_removed_before_the_split_and_counted(tmp_path):
     (tmp_path / "held.json").write_text(json.dumps(questions([*base[:2], ("New?", "A", "B")])))
     (tmp_path / "b.toml").write_text('name = "dup"\nab_file = "q.json"\n')
     behaviour = load_behaviour(tmp_path / "b.toml")
-    train, held = behaviour.split()
+    split = behaviour.split()
+    train, held = split.train, split.validation + split.test
     assert behaviour.duplicates == 4 and len(train) + len(held) == 10
     assert not {q.question for q in train} & {q.question for q in held}
     (tmp_path / "c.toml").write_text('name = "dup"\nab_file = "q.json"\neval_file = "held.json"\n')
     separate = load_behaviour(tmp_path / "c.toml")
-    assert separate.duplicates == 4 + 2 and [q.question for q in separate.split()[1]] == ["New?"]
+    assert separate.duplicates == 4 + 2 and [q.question for q in separate.split().test] == ["New?"]
 
 
 def test_a_file_that_letter_balancing_empties_is_refused_before_the_model_loads(tmp_path):

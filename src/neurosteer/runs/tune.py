@@ -359,9 +359,7 @@ class CaaSpace(SearchSpace):
         return {"layer": min(max(default_layer(ctx.contrast.model.n_layers), low), high), "coefficient": 1.0}
 
 
-SPACES: dict[str, type[SearchSpace]] = {
-    cls.name: cls for cls in (NeuronSpace, ClampSpace, AblationSpace, CaaSpace)
-}
+SPACES: dict[str, type[SearchSpace]] = {cls.name: cls for cls in (NeuronSpace, ClampSpace, AblationSpace, CaaSpace)}
 
 
 def check_spaces(names: list[str]) -> list[str]:

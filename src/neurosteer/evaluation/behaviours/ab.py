@@ -34,7 +34,8 @@ from neurosteer.metrics.refusal import Metric
 from neurosteer.util.errors import PromptFileError, SettingsError
 from neurosteer.util.prompts import ChatPrompt, read_text
 
-VALIDATION_SHARE = 0.2
+HELD_OUT_SHARE = 0.2
+"""The share of a behaviour's questions set aside for the test split, and again for validation."""
 SPLIT_SEED = 0
 _LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*$")
 
@@ -86,16 +87,43 @@ def load_ab_file(path: str | Path) -> list[ABQuestion]:
     return parse_ab_items(data, path)
 
 
+@dataclass(frozen=True)
+class ABSplit:
+    """A behaviour's questions in three disjoint parts: ``train`` builds the interventions,
+    ``validation`` is what searches and choices read, ``test`` is what evaluations and sweeps
+    report (never read while choosing settings)."""
+
+    train: list[ABQuestion]
+    validation: list[ABQuestion]
+    test: list[ABQuestion]
+
+
+def _last(items: list[ABQuestion], share: float, order: list[int]) -> tuple[list[int], list[int]]:
+    n = min(len(order) - 1, max(1, round(share * len(items))))
+    return order[:-n], order[-n:]
+
+
 def split_items(
-    items: list[ABQuestion], *, share: float = VALIDATION_SHARE, seed: int = SPLIT_SEED
-) -> tuple[list[ABQuestion], list[ABQuestion]]:
-    """``(training, validation)``: a seeded shuffle, the last ``share`` for validation (at least one)."""
-    if len(items) < 2:
-        raise SettingsError("an A/B behaviour needs at least two questions to split into training and validation")
+    items: list[ABQuestion], *, share: float = HELD_OUT_SHARE, seed: int = SPLIT_SEED, test: bool = True
+) -> ABSplit:
+    """A seeded shuffle; the last ``share`` of the questions (at least one) is the test split, the
+    ``share`` before it validation, the rest training. ``test=False`` (a separate held-out file
+    is the test split): training and validation only, ``test`` empty.
+
+    The test split is the part that was called validation before searches had a split of their
+    own, so figures measured on it then are on the same questions now."""
+    if len(items) < (3 if test else 2):
+        raise SettingsError(
+            f"an A/B behaviour needs at least {3 if test else 2} questions to split into training, validation"
+            + (" and test" if test else "")
+        )
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
-    n_val = min(len(items) - 1, max(1, round(share * len(items))))
-    return [items[i] for i in order[:-n_val]], [items[i] for i in order[-n_val:]]
+    held: list[int] = []
+    if test:
+        order, held = _last(items, share, order)
+    train, validation = _last(items, share, order)
+    return ABSplit(*([items[i] for i in part] for part in (train, validation, held)))
 
 
 def balanced(items: list[ABQuestion], limit: int | None = None) -> list[ABQuestion]:
@@ -242,21 +270,25 @@ class ABBehaviour(Behaviour):
                 raise SettingsError(f"'{self.name}': every held-out question is also a training question")
             self.eval_items = held_out
         self.duplicates += dropped
-        if not balanced(self.split()[0]):
+        if not balanced(self.split().train):
             raise SettingsError(
                 f"'{self.name}': letter balancing leaves no training question (each needs a counterpart whose "
                 "matching and other letters are swapped, e.g. A/B and B/A); add questions with the other letter"
             )
 
-    def split(self) -> tuple[list[ABQuestion], list[ABQuestion]]:
+    def split(self) -> ABSplit:
+        """Training, validation and test questions (:func:`split_items`); with ``eval_items`` (a
+        held-out file), those are the test split and the items are split in training and
+        validation."""
         if self.eval_items is not None:
-            return self.items, self.eval_items
+            parts = split_items(self.items, test=False)
+            return ABSplit(parts.train, parts.validation, self.eval_items)
         return split_items(self.items)
 
     def training_pair(self, limit: int | None = None) -> tuple[list[ChatPrompt], list[ChatPrompt]]:
         """Matching and non-matching answers to the same training questions, letters balanced
         (:func:`balanced`)."""
-        train = balanced(self.split()[0], limit)
+        train = balanced(self.split().train, limit)
         return [q.prompt(q.matching) for q in train], [q.prompt(q.not_matching) for q in train]
 
     def attribution_target(self, limit: int | None = None) -> AttributionTarget:
@@ -264,18 +296,20 @@ class ABBehaviour(Behaviour):
         the training contrast at the answer letter. Not the default selection's score
         (``attributable`` stays False): on CAA's sets it has not been measured to beat the
         selective score (docs/results.md)."""
-        return letter_target(balanced(self.split()[0], limit))
+        return letter_target(balanced(self.split().train, limit))
 
     def validation_target(self, limit: int | None = None) -> AttributionTarget:
         """The letter difference on the validation questions (those the screen reads)."""
-        return letter_target(self.split()[1][:limit])
+        return letter_target(self.split().validation[:limit])
 
     def evaluation(self, plan: Any, *, judge: Any = None, eval_file: Any = None) -> ABEvaluation:
-        questions = load_ab_file(eval_file) if eval_file is not None else self.split()[1]
+        """The test questions (or ``eval_file``'s)."""
+        questions = load_ab_file(eval_file) if eval_file is not None else self.split().test
         return ABEvaluation(questions[: plan.n_questions])
 
     def screen(self, plan: Any) -> ABEvaluation:
-        return ABEvaluation(self.split()[1][: plan.n_questions])
+        """The validation questions: what a search reads, never the test split."""
+        return ABEvaluation(self.split().validation[: plan.n_questions])
 
     def validation(self, plan: Any, *, judge: Any = None) -> ABEvaluation:
         return self.screen(plan)

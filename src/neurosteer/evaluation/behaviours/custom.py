@@ -6,7 +6,7 @@ held-out file)::
     name = "formality"
     description = "Answering formally"
     ab_file = "formality.json"          # CAA format; paths are relative to this file
-    eval_file = "formality-test.json"   # optional: held-out questions (else 20 % of ab_file)
+    eval_file = "formality-test.json"   # optional: held-out test questions (else 20 % of ab_file)
     metric = "p_matching"               # optional; the only metric of A/B behaviours
 
 or two prompt sets measured on generated answers::
