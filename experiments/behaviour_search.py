@@ -1,0 +1,175 @@
+"""Neuron steering against CAA on CAA's A/B behaviours, each searched per behaviour and direction.
+
+For every behaviour and both goals (remove, amplify), ``neurosteer tune`` runs the ``neurons``
+space (score incl. the A/B attribution, share, layer window, scaling or patching and strength)
+and the ``caa`` space (layer, coefficient) with the same trial budget, on validation questions
+and first-token KL on ``harmless_val[:n_harmless]``. For each space, goal and KL bound the best
+validation trial is chosen, then measured once on the behaviour's *test* questions (never read by
+the search) with KL on harmless prompts the search never read (``harmless_val``'s last
+``--n-heldout-harmless``). Printed: the validation table and the held-out table at equal KL.
+
+    python experiments/behaviour_search.py --model qwen2.5-0.5b --out runs/behaviours --trials 12
+    python experiments/behaviour_search.py --model qwen2.5-0.5b --out runs/behaviours --table-only
+
+The two goals of one behaviour share the contrast statistics and attribution matrices (copied
+from the first search's directory; they depend on the training pairs only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+import neurosteer
+from neurosteer.evaluation.behaviours import load_behaviour
+from neurosteer.evaluation.behaviours.ab import CAA_BEHAVIOURS
+from neurosteer.evaluation.evaluator import EvalPlan
+from neurosteer.metrics.kl import first_token_logprobs, kl_spread
+from neurosteer.runs.tune import TuneConfig, rebuild, run_tune, trial_rows
+from neurosteer.runs.tune_report import best_in_bounds
+from neurosteer.util.prompts import load_prompts
+
+GOALS = ("remove", "amplify")
+SPACES = ("neurons", "caa")
+BOUNDS = (0.05, 0.1)
+SHARED = ("contrast.safetensors", "attribution_p1.safetensors", "attribution_p5.safetensors")
+
+
+def config_for(args: argparse.Namespace, behaviour: str, goal: str) -> TuneConfig:
+    return TuneConfig(
+        model=args.model,
+        behaviour=behaviour,
+        goal=goal,
+        spaces=list(SPACES),
+        trials=args.trials,
+        n_train=args.n_train,
+        n_screen=args.n_questions,
+        n_harmless=args.n_harmless,
+        batch_size=16,
+        max_kl=max(BOUNDS),
+    )
+
+
+def search(model, tokenizer, args: argparse.Namespace, behaviour: str) -> None:
+    for goal in GOALS:
+        out = args.out / args.model / behaviour / goal
+        first = args.out / args.model / behaviour / GOALS[0]
+        if goal != GOALS[0]:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in SHARED:
+                if (first / name).is_file() and not (out / name).is_file():
+                    shutil.copy(first / name, out / name)
+        start = time.perf_counter()
+        rows = run_tune(model, tokenizer, config_for(args, behaviour, goal), out, progress=False)
+        seconds = [r["seconds"] for trials in rows.values() for r in trials if r["seconds"]]
+        print(
+            f"{behaviour} {goal}: {time.perf_counter() - start:.0f} s, "
+            f"{sum(seconds) / max(1, len(seconds)):.1f} s per trial",
+            flush=True,
+        )
+
+
+def heldout(model, tokenizer, args: argparse.Namespace, behaviour_name: str) -> dict:
+    """Each space's best validation trial per goal and bound, measured on test questions."""
+    path = args.out / args.model / behaviour_name / "heldout.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    behaviour = load_behaviour(behaviour_name)
+    evaluation = behaviour.evaluation(EvalPlan(n_questions=args.n_test))
+    harmless = load_prompts("harmless_val")[-args.n_heldout_harmless :]
+    reference = first_token_logprobs(model, tokenizer, harmless, batch_size=16)
+
+    def measure(steering) -> dict:
+        with steering:
+            measured = evaluation.measure(model, tokenizer, batch_size=16, label="", progress=False)
+            steered = first_token_logprobs(model, tokenizer, harmless, batch_size=16)
+        diffs = [r["logit_diff"] for r in measured.records["questions"]]
+        return {"p": measured.metrics["p_matching"], "kl": kl_spread(reference, steered).mean, "diffs": diffs}
+
+    found: dict = {"unsteered": measure(nullcontext())}
+    base = torch.tensor(found["unsteered"]["diffs"])
+    for goal in GOALS:
+        out = args.out / args.model / behaviour_name / goal
+        config = config_for(args, behaviour_name, goal)
+        rows = trial_rows(out, config)
+        for space in SPACES:
+            for bound in BOUNDS:
+                best = best_in_bounds(rows[space], bound, goal)
+                if best is None:
+                    continue
+                key = f"{goal}:{space}:{bound:g}"
+                intervention, strength = rebuild(model, tokenizer, out, space, best["trial"])
+                got = measure(intervention.apply(model, strength))
+                moved = torch.tensor(got.pop("diffs")) - base
+                wrong = (moved > 0) if goal == "remove" else (moved < 0)
+                found[key] = got | {
+                    "trial": best["trial"],
+                    "val_p": best["behaviour"],
+                    "val_kl": best["kl"],
+                    "wrong": float(wrong.float().mean()),
+                    "params": best["params"],
+                }
+    found["unsteered"].pop("diffs")
+    path.write_text(json.dumps(found, indent=1))
+    return found
+
+
+def tables(results: dict[str, dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"**{args.model}**: p_matching on test questions ({args.n_test} per behaviour) at each method's best "
+        f"validation point with validation KL ≤ bound; KL on {args.n_heldout_harmless} held-out harmless prompts; "
+        "'wrong' = share of test questions moved against the goal",
+        "",
+        "| behaviour | p unsteered | bound | method | p removed (KL, wrong) | p amplified (KL, wrong) | range |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, found in results.items():
+        p0 = found["unsteered"]["p"]
+        for bound in BOUNDS:
+            for space in SPACES:
+                cells, ends = [], []
+                for goal in GOALS:
+                    got = found.get(f"{goal}:{space}:{bound:g}")
+                    if got is None:
+                        cells.append("none in bound")
+                        continue
+                    ends.append(got["p"])
+                    cells.append(f"{got['p']:.2f} ({got['kl']:.3f}, {got['wrong']:.0%})")
+                span = f"{ends[1] - ends[0]:+.2f}" if len(ends) == 2 else ""
+                lines.append(f"| {name} | {p0:.2f} | {bound:g} | {space} | {cells[0]} | {cells[1]} | {span} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="qwen2.5-0.5b")
+    parser.add_argument("--out", type=Path, default=Path("runs/behaviours"))
+    parser.add_argument("--trials", type=int, default=12, help="trials per space and goal")
+    parser.add_argument("--n-train", type=int, default=64)
+    parser.add_argument("--n-questions", type=int, default=40, help="validation questions per trial")
+    parser.add_argument("--n-harmless", type=int, default=32, help="harmless prompts for the search's KL")
+    parser.add_argument("--n-test", type=int, default=50, help="test questions for the held-out check")
+    parser.add_argument("--n-heldout-harmless", type=int, default=40)
+    parser.add_argument("--behaviours", default=",".join(CAA_BEHAVIOURS))
+    parser.add_argument("--table-only", action="store_true", help="measure nothing new; print what is stored")
+    args = parser.parse_args()
+    model, tokenizer = neurosteer.load_model(args.model)
+    results = {}
+    for name in args.behaviours.split(","):
+        if not args.table_only:
+            search(model, tokenizer, args, name)
+        if args.table_only and not (args.out / args.model / name / "heldout.json").is_file():
+            continue
+        results[name] = heldout(model, tokenizer, args, name)
+        (args.out / args.model / "table.md").write_text(tables(results, args))
+    print(tables(results, args))
+
+
+if __name__ == "__main__":
+    main()
