@@ -5,6 +5,7 @@ intervention claims an exact weight edit (and refuses clearly where it does not)
 from __future__ import annotations
 
 import copy
+import functools
 from contextlib import nullcontext
 
 import pytest
@@ -12,8 +13,10 @@ import torch
 
 from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL
 from neurosteer.discovery.contrast import collect_contrast
-from neurosteer.interventions import INTERVENTIONS, BuildOptions, check_methods
+from neurosteer.discovery.scores import Attribution
+from neurosteer.interventions import INTERVENTIONS, BuildOptions, check_methods, load_recipe
 from neurosteer.interventions.methods import build_steerers
+from neurosteer.interventions.recipe import RecipePoint
 from neurosteer.model.architectures import layout
 from neurosteer.util.defaults import DISCOVERY
 from neurosteer.util.errors import NeurosteerError, SettingsError
@@ -23,22 +26,42 @@ from test_steering import logits
 from tiny import ALL_FAMILIES, tiny_model
 
 
+def attribution_matrix(model, tokenizer, contrast, positions: int) -> torch.Tensor:
+    return Attribution(positions=positions).from_model(
+        model, tokenizer, POSITIVE, NEGATIVE, target=FIRST_TOKEN_REFUSAL, batch_size=4, statistics=contrast
+    )
+
+
 @pytest.fixture(scope="module", params=ALL_FAMILIES)
 def built(request, tokenizer):
     model = tiny_model(request.param)
     contrast = collect_contrast(model, tokenizer, POSITIVE, NEGATIVE, batch_size=4)
-    options = BuildOptions(fraction=0.05)
-    return request.param, model, {name: cls.build(model, contrast, options) for name, cls in INTERVENTIONS.items()}
+    # 'default' steers refusal's recipe (the attribution selection clamped), widened to 5 % of the
+    # neurons as the others are, with a scaling amplify point
+    refusal = load_recipe("refusal")
+    recipe = refusal.model_copy(
+        update={
+            "remove": refusal.remove.model_copy(update={"fraction": 0.05}),
+            "amplify": RecipePoint(score="selective", fraction=0.05, layer_share=1.0, method="cna", strength=1.0),
+        }
+    )
+    attribution = functools.partial(attribution_matrix, model, tokenizer, contrast)
+    options = BuildOptions(fraction=0.05, behaviour="refusal", attribution=attribution)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("neurosteer.interventions.recipe.load_recipe", lambda name: recipe)
+        built = {name: cls.build(model, contrast, options) for name, cls in INTERVENTIONS.items()}
+    return request.param, model, built
 
 
 @pytest.mark.parametrize("name", list(INTERVENTIONS))
 def test_hooks_steer_and_revert_bit_exactly(built, name, tokenizer):
     _family, model, interventions = built
     before = logits(model, tokenizer)
-    with interventions[name].apply(model, 0.7):
-        steered = logits(model, tokenizer)
-    assert not torch.allclose(steered, before, atol=1e-5)
-    assert torch.equal(logits(model, tokenizer), before)
+    for strength in (0.7, -0.7) if name == "default" else (0.7,):  # default: its remove and amplify points
+        with interventions[name].apply(model, strength):
+            steered = logits(model, tokenizer)
+        assert not torch.allclose(steered, before, atol=1e-5)
+        assert torch.equal(logits(model, tokenizer), before)
     with interventions[name].apply(model, 0.0):
         assert torch.equal(logits(model, tokenizer), before)
 
@@ -101,7 +124,7 @@ def test_one_pass_builds_every_method(tokenizer, attributable):
 def test_registry_errors_are_one_line():
     with pytest.raises(SettingsError, match="unknown method"):
         check_methods(["cna", "steer-harder"])
-    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch", "clamp", "kernel"]
+    assert list(INTERVENTIONS) == ["cna", "caa", "ablation", "patch", "clamp", "kernel", "default"]
     for cls in INTERVENTIONS.values():
         assert cls.strength_meaning and cls.default_strengths
 

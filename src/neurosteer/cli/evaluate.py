@@ -124,6 +124,8 @@ def evaluate(
             neurons=selected,
             batch_size=plan.batch_size,
             target=chosen.default_target(settings.n_train),
+            behaviour=chosen.name,
+            attribution_target=chosen.attribution_target(settings.n_train),
             progress=progress,
         )
         if strength is None:

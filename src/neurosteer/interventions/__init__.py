@@ -20,6 +20,7 @@ from neurosteer.interventions.clamping import NeuronClamping
 from neurosteer.interventions.kernel import Kernel, KernelAblation
 from neurosteer.interventions.neurons import NeuronScaling
 from neurosteer.interventions.patching import NeuronPatching
+from neurosteer.interventions.recipe import BehaviourDefault, Recipe, load_recipe
 from neurosteer.interventions.residual import ActivationAddition, DirectionAblation, default_layer
 from neurosteer.util.defaults import CALIBRATION, STEERING
 from neurosteer.util.errors import SettingsError
@@ -28,7 +29,15 @@ from neurosteer.util.validation import whole
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
     cls.name: cls
-    for cls in (NeuronScaling, ActivationAddition, DirectionAblation, NeuronPatching, NeuronClamping, KernelAblation)
+    for cls in (
+        NeuronScaling,
+        ActivationAddition,
+        DirectionAblation,
+        NeuronPatching,
+        NeuronClamping,
+        KernelAblation,
+        BehaviourDefault,
+    )
 }
 
 DEFAULT_METHODS: tuple[str, ...] = tuple(name for name, cls in INTERVENTIONS.items() if cls.compared_by_default)
@@ -130,6 +139,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "INTERVENTIONS",
     "ActivationAddition",
+    "BehaviourDefault",
     "BuildOptions",
     "Calibration",
     "DirectionAblation",
@@ -139,6 +149,7 @@ __all__ = [
     "NeuronClamping",
     "NeuronPatching",
     "NeuronScaling",
+    "Recipe",
     "calibrate",
     "calibration_prompts",
     "check_methods",
@@ -147,4 +158,5 @@ __all__ = [
     "default_steering",
     "default_strength",
     "intervention_class",
+    "load_recipe",
 ]

@@ -11,6 +11,7 @@ reproduces the hook exactly) and its description.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -32,7 +33,9 @@ class BuildOptions:
     ``neurons``: a saved neuron set to steer instead of selecting one; ``score``/``fraction``: how
     to select one otherwise (``None``: the documented defaults); ``direction_layer``: the layer
     whose residual mean difference the residual-stream methods use (``None``: 60 % depth);
-    ``caa_layer``: where activation addition adds (``None``: the direction layer).
+    ``caa_layer``: where activation addition adds (``None``: the direction layer); ``behaviour``:
+    the behaviour whose searched recipe the method ``default`` steers; ``attribution``: the
+    attribution score matrix at a number of reading positions, for recipes that select with it.
     """
 
     neurons: NeuronSet | None = None
@@ -40,6 +43,8 @@ class BuildOptions:
     fraction: float | None = None
     direction_layer: int | None = None
     caa_layer: int | None = None
+    behaviour: str | None = None
+    attribution: Callable[[int], torch.Tensor] | None = None
 
 
 class Intervention(ABC):
@@ -59,6 +64,8 @@ class Intervention(ABC):
     exports: ClassVar[tuple[str, ...]] = ()
     """The serving formats ``neurosteer export`` writes it in (``lora``, ``gguf``); whether it bakes
     into a checkpoint is :meth:`bakes_exactly`, per model layout."""
+    per_behaviour: ClassVar[bool] = False
+    """Whether it is built from the behaviour's own searched recipe (``BuildOptions.behaviour``)."""
     search_space: ClassVar[str | None] = None
     """The ``neurosteer tune`` space that searches its settings (``None``: not searched)."""
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -18,6 +19,7 @@ from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL, AttributionTar
 from neurosteer.discovery.contrast import ContrastStats, collect_contrast
 from neurosteer.discovery.find import default_selection
 from neurosteer.discovery.neuronset import NeuronSet
+from neurosteer.discovery.scores import Attribution
 from neurosteer.interventions import (
     INTERVENTIONS,
     BuildOptions,
@@ -28,6 +30,8 @@ from neurosteer.interventions import (
 from neurosteer.util.errors import SettingsError
 
 METHODS: tuple[str, ...] = tuple(INTERVENTIONS)
+GENERIC_METHODS: tuple[str, ...] = tuple(name for name, cls in INTERVENTIONS.items() if not cls.per_behaviour)
+"""What :func:`build_steerers` builds unless told: every method that needs no behaviour's recipe."""
 
 
 @dataclass
@@ -60,19 +64,23 @@ def build_steerers(
     positive: Sequence,
     negative: Sequence,
     *,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = GENERIC_METHODS,
     neurons: NeuronSet | None = None,
     direction_layer: int | None = None,
     caa_layer: int | None = None,
     batch_size: int = 16,
     target: AttributionTarget | None = FIRST_TOKEN_REFUSAL,
+    behaviour: str | None = None,
+    attribution_target: AttributionTarget | None = None,
     progress: bool = False,
 ) -> Steerers:
     """Read ``positive`` and ``negative`` once and build every method in ``methods`` from it.
 
     Methods that steer neurons share one set: ``neurons``, or the documented default selection
     (:func:`~neurosteer.discovery.find.default_selection`; its attribution pass reads the behaviour's
-    ``target``, and runs only where there is one)."""
+    ``target``, and runs only where there is one). ``behaviour`` names whose searched recipe the
+    method ``default`` steers; a recipe selecting by attribution reads ``attribution_target``
+    (the behaviour's :meth:`~neurosteer.evaluation.behaviours.Behaviour.attribution_target`)."""
     check_methods(list(methods))
     if neurons is not None:
         neurons.check_compatible(model)
@@ -88,7 +96,28 @@ def build_steerers(
             batch_size=batch_size,
             progress=progress,
         )
-    options = BuildOptions(neurons=neurons, direction_layer=direction_layer, caa_layer=caa_layer)
+
+    def attribution(positions: int) -> torch.Tensor:
+        if attribution_target is None:
+            raise SettingsError(f"behaviour '{behaviour}' has no attribution metric for its recipe's score")
+        return Attribution(positions=positions).from_model(
+            model,
+            tokenizer,
+            positive,
+            negative,
+            target=attribution_target,
+            batch_size=batch_size,
+            statistics=contrast,
+            progress=progress,
+        )
+
+    options = BuildOptions(
+        neurons=neurons,
+        direction_layer=direction_layer,
+        caa_layer=caa_layer,
+        behaviour=behaviour,
+        attribution=attribution,
+    )
     built = {name: INTERVENTIONS[name].build(model, contrast, options) for name in methods}
     return Steerers(contrast, built)
 

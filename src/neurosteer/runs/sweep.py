@@ -173,6 +173,8 @@ def run_sweep(
             caa_layer=config.caa_layer,
             batch_size=config.plan.batch_size,
             target=behaviour.default_target(config.n_train),
+            behaviour=behaviour.name,
+            attribution_target=behaviour.attribution_target(config.n_train),
             progress=progress,
         )
         if steerers.neurons is not None:

@@ -34,7 +34,14 @@ class DiscoveryDefaults:
 
     def max_layer(self, n_layers: int) -> int:
         """The last candidate layer of a model with ``n_layers`` layers (at least layer 0)."""
-        return max(0, math.ceil(self.layer_share * n_layers - 1e-9) - 1)
+        return last_layer(self.layer_share, n_layers)
+
+
+def last_layer(layer_share: float, n_layers: int) -> int:
+    """The last layer below ``layer_share`` of the depth (at least layer 0): how a layer window
+    found on one model carries to another. A window ending at layer ``m`` of ``n`` is the share
+    ``(m + 1) / n``, and returns ``m`` on that model."""
+    return max(0, math.ceil(layer_share * n_layers - 1e-9) - 1)
 
 
 @dataclass(frozen=True)
