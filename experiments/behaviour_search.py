@@ -10,6 +10,12 @@ the search) with KL on harmless prompts the search never read (``harmless_val``'
 
     python experiments/behaviour_search.py --model qwen2.5-0.5b --out runs/behaviours --trials 12
     python experiments/behaviour_search.py --model qwen2.5-0.5b --out runs/behaviours --table-only
+    python experiments/behaviour_search.py --model qwen2.5-0.5b --out runs/behaviours --write-recipes
+
+``--write-recipes`` writes each behaviour's recipe (``src/neurosteer/data/recipes/NAME.json``, the
+method ``default``) from the finished searches, on validation figures only: per goal, among the
+neuron trials with KL no higher than CAA's at ±1 (the caa space's first trial), the one that moves
+the behaviour furthest; where none does, the furthest with KL ≤ 0.1, and the file says so.
 
 The two goals of one behaviour share the contrast statistics and attribution matrices (copied
 from the first search's directory; they depend on the training pairs only).
@@ -120,6 +126,55 @@ def heldout(model, tokenizer, args: argparse.Namespace, behaviour_name: str) -> 
     return found
 
 
+def recipe_point(row: dict, n_layers: int, source: str) -> dict:
+    params = row["params"]
+    point = {
+        "score": params["score"],
+        "fraction": params["fraction"],
+        "layer_share": (params["max_layer"] + 1) / n_layers,
+        "positions": params.get("positions"),
+        "method": params["method"],
+        "strength": params["strength"],
+        "trial": f"{source} neurons:{row['trial']}",
+    }
+    return point
+
+
+def write_recipe(args: argparse.Namespace, name: str, n_layers: int) -> dict:
+    recipe: dict = {
+        "behaviour": name,
+        "searched_on": args.model,
+        "command": f"python experiments/behaviour_search.py --model {args.model} --out {args.out} "
+        f"--trials {args.trials} --write-recipes",
+        "remove": None,
+        "amplify": None,
+    }
+    notes = []
+    for goal in GOALS:
+        out = args.out / args.model / name / goal
+        rows = trial_rows(out, config_for(args, name, goal))
+        sign = 1.0 if goal == "remove" else -1.0
+        caa = next(r for r in rows["caa"] if r["default"])
+        within = [r for r in rows["neurons"] if r["kl"] <= caa["kl"]]
+        reaches = [r for r in within if sign * r["behaviour"] <= sign * caa["behaviour"]]
+        if not within:
+            within = [r for r in rows["neurons"] if r["kl"] <= max(BOUNDS)]
+        if not within:
+            notes.append(f"{goal}: no neuron trial within KL {max(BOUNDS):g}; no point")
+            continue
+        best = min(within, key=lambda r: (sign * r["behaviour"], r["kl"]))
+        recipe[goal] = recipe_point(best, n_layers, str(out))
+        notes.append(
+            f"{goal}: validation p_matching {best['behaviour']:.3f} at KL {best['kl']:.3f}; CAA at ±1 "
+            f"{caa['behaviour']:.3f} at KL {caa['kl']:.3f} ({'reached' if reaches else 'not reached'} within CAA's KL)"
+        )
+    recipe["note"] = "; ".join(notes)
+    path = Path(__file__).resolve().parents[1] / "src" / "neurosteer" / "data" / "recipes" / f"{name}.json"
+    path.write_text(json.dumps(recipe, indent=2) + "\n")
+    print(f"{path}: {recipe['note']}")
+    return recipe
+
+
 def tables(results: dict[str, dict], args: argparse.Namespace) -> str:
     lines = [
         f"**{args.model}**: p_matching on test questions ({args.n_test} per behaviour) at each method's best "
@@ -158,7 +213,15 @@ def main() -> None:
     parser.add_argument("--n-heldout-harmless", type=int, default=40)
     parser.add_argument("--behaviours", default=",".join(CAA_BEHAVIOURS))
     parser.add_argument("--table-only", action="store_true", help="measure nothing new; print what is stored")
+    parser.add_argument("--write-recipes", action="store_true", help="write data/recipes from finished searches")
     args = parser.parse_args()
+    if args.write_recipes:
+        from neurosteer.model.bundled import bundled_directory
+
+        n_layers = json.loads((bundled_directory(args.model) / "config.json").read_text())["num_hidden_layers"]
+        for name in args.behaviours.split(","):
+            write_recipe(args, name, n_layers)
+        return
     model, tokenizer = neurosteer.load_model(args.model)
     results = {}
     for name in args.behaviours.split(","):

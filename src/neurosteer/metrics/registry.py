@@ -38,6 +38,14 @@ METRICS: dict[str, MetricInfo] = {
         ),
         MetricInfo("refusal_logodds", "first-token log-odds of a refusal opening (validation)", True, "behaviour"),
         MetricInfo("refusal_positive", "refusal (markers) on the behaviour's held-out prompts", True, "behaviour"),
+        MetricInfo(
+            "detected",
+            "detector's rate, mean of held-out prompts asking for the behaviour and neutral ones",
+            True,
+            "behaviour",
+        ),
+        MetricInfo("detected_positive", "detector's rate on held-out prompts asking for the behaviour", True),
+        MetricInfo("detected_neutral", "detector's rate on held-out prompts asking for neither side", True),
         MetricInfo("refusal_harmless", "refusal (markers) on harmless prompts (over-refusal)", False, "bound"),
         MetricInfo("quality", "1 - repeated 4-gram share of the generated answers", True, "bound"),
         MetricInfo("degenerate", "share of answers that loop or collapse", False, "bound"),
@@ -61,6 +69,7 @@ PER_SET: dict[str, MetricInfo] = {
     m.name: m
     for m in (
         MetricInfo("refusal_", "refusal (markers) on one held-out prompt set", True, "info"),
+        MetricInfo("detected_", "detector's rate on one held-out prompt set", True, "info"),
         MetricInfo("evasion_", "evasions (asks what a plain request means) on one held-out prompt set", True, "info"),
         MetricInfo("judge_refusal_", "refusal on one held-out set, as the judge model reads it", True, "info"),
         MetricInfo(

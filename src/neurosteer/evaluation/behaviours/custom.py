@@ -17,19 +17,38 @@ or two prompt sets measured on generated answers::
     eval_positive = ["held-out.txt"]    # held-out prompts that show it
     eval_negative = "harmless_val"      # optional
     metric = "refusal"                  # refusal markers on the answers
+
+or two prompt sets judged by a detector (:mod:`neurosteer.evaluation.behaviours.detected`), with
+neutral prompts where amplification has to show::
+
+    name = "ocean"
+    positive = "ask-ocean.txt"          # prompts asking for the behaviour
+    negative = "ask-no-ocean.txt"       # the same requests asking for the opposite
+    eval_positive = ["eval-ask-ocean.txt"]
+    eval_negative = "eval-neutral.txt"  # neutral held-out prompts (neither side asked for)
+    validation_positive = "val-ask-ocean.txt"
+    validation_negative = "val-neutral.txt"
+    metric = "detector"
+
+    [detector]
+    kind = "markers"                    # the only kind so far
+    markers = ["ocean", "sea", "waves"]
+    min_hits = 1
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurosteer.evaluation.behaviours.ab import ABBehaviour, load_ab_file
 from neurosteer.evaluation.behaviours.base import Behaviour
+from neurosteer.evaluation.behaviours.detected import DetectedBehaviour
 from neurosteer.evaluation.behaviours.prompted import PromptPairBehaviour
+from neurosteer.metrics.detectors import make_detector
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.prompts import bundled_prompt_sets, read_text
 
@@ -48,7 +67,14 @@ class BehaviourFile(BaseModel):
     validation_positive: str | None = Field(
         None, description="Prompts that show the behaviour for 'neurosteer tune' (never the eval prompts)."
     )
-    metric: Literal["p_matching", "refusal"] | None = Field(None, description="How the behaviour is measured.")
+    validation_negative: str | None = Field(
+        None, description="Neutral prompts for 'neurosteer tune' (detector behaviours; never the eval prompts)."
+    )
+    metric: Literal["p_matching", "refusal", "detector"] | None = Field(
+        None, description="How the behaviour is measured."
+    )
+    detector: dict[str, Any] | None = Field(None, description="The detector of metric = 'detector'.")
+    screen_tokens: int = Field(32, ge=1, description="Tokens per answer in a search's screen (detector behaviours).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> BehaviourFile:
@@ -59,8 +85,17 @@ class BehaviourFile(BaseModel):
             raise ValueError("a prompt-set behaviour needs positive, negative and eval_positive")
         if self.ab_file is not None and self.metric not in (None, "p_matching"):
             raise ValueError("A/B behaviours are measured by p_matching")
-        if prompts and self.metric not in (None, "refusal"):
-            raise ValueError("prompt-set behaviours are measured by refusal markers (metric = 'refusal')")
+        if prompts and self.metric == "p_matching":
+            raise ValueError(
+                "prompt-set behaviours are measured by refusal markers (metric = 'refusal') or a detector "
+                "(metric = 'detector')"
+            )
+        if (self.metric == "detector") != (self.detector is not None):
+            raise ValueError("metric = 'detector' and a [detector] table go together")
+        if self.metric == "detector" and not prompts:
+            raise ValueError("a detector judges generated answers: give positive and negative prompt sets")
+        if self.validation_negative is not None and self.metric != "detector":
+            raise ValueError("validation_negative is for detector behaviours (metric = 'detector')")
         return self
 
 
@@ -86,7 +121,7 @@ def load_behaviour_file(path: Path) -> Behaviour:
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from None
     named = [spec.ab_file, spec.eval_file, spec.positive, spec.negative, *(spec.eval_positive or [])]
-    named += [spec.eval_negative, spec.validation_positive]
+    named += [spec.eval_negative, spec.validation_positive, spec.validation_negative]
     files = [_resolve(base, source) for source in named if source]
     behaviour.sources = (path, *dict.fromkeys(f for f in files if isinstance(f, Path)))
     return behaviour
@@ -97,6 +132,19 @@ def _behaviour(spec: BehaviourFile, base: Path) -> Behaviour:
         held_out = load_ab_file(base / spec.eval_file) if spec.eval_file else None
         return ABBehaviour(spec.name, spec.description, load_ab_file(base / spec.ab_file), held_out)
     assert spec.positive is not None and spec.negative is not None and spec.eval_positive is not None
+    if spec.detector is not None:
+        return DetectedBehaviour(
+            name=spec.name,
+            description=spec.description,
+            positive=_resolve(base, spec.positive),
+            negative=_resolve(base, spec.negative),
+            eval_positive=[_resolve(base, s) for s in spec.eval_positive],
+            eval_negative=_resolve(base, spec.eval_negative),
+            validation_positive=_resolve(base, spec.validation_positive) if spec.validation_positive else None,
+            validation_neutral=_resolve(base, spec.validation_negative) if spec.validation_negative else None,
+            detector=make_detector(spec.detector),
+            screen_tokens=spec.screen_tokens,
+        )
     return PromptPairBehaviour(
         name=spec.name,
         description=spec.description,
