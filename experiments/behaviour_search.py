@@ -81,25 +81,46 @@ def search(model, tokenizer, args: argparse.Namespace, behaviour: str) -> None:
         )
 
 
+def per_item(measured) -> tuple[list[float], list[dict]]:
+    """Each test item's own reading (an A/B question's logit difference, or whether the detector
+    fired on an answer) and the answers, where there are any."""
+    if "questions" in measured.records:
+        return [r["logit_diff"] for r in measured.records["questions"]], []
+    records = [r | {"set": name} for name, rows in measured.records.items() for r in rows]
+    return [float(r["detected"]) for r in records], records
+
+
 def heldout(model, tokenizer, args: argparse.Namespace, behaviour_name: str) -> dict:
-    """Each space's best validation trial per goal and bound, measured on test questions."""
+    """Each space's best validation trial per goal and bound, measured on test data: an A/B
+    behaviour's test questions, or a detector behaviour's held-out prompts (answers of
+    ``--tokens`` tokens, kept under ``answers/`` for reading)."""
     path = args.out / args.model / behaviour_name / "heldout.json"
     if path.is_file():
         return json.loads(path.read_text())
     behaviour = load_behaviour(behaviour_name)
-    evaluation = behaviour.evaluation(EvalPlan(n_questions=args.n_test))
+    plan = EvalPlan(n_questions=args.n_test, n_harmful=args.n_test, n_harmless=args.n_test, max_new_tokens=args.tokens)
+    evaluation = behaviour.evaluation(plan)
     harmless = load_prompts("harmless_val")[-args.n_heldout_harmless :]
     reference = first_token_logprobs(model, tokenizer, harmless, batch_size=16)
+    answers = args.out / args.model / behaviour_name / "answers"
 
-    def measure(steering) -> dict:
+    def measure(steering, key: str) -> dict:
         with steering:
             measured = evaluation.measure(model, tokenizer, batch_size=16, label="", progress=False)
             steered = first_token_logprobs(model, tokenizer, harmless, batch_size=16)
-        diffs = [r["logit_diff"] for r in measured.records["questions"]]
-        return {"p": measured.metrics["p_matching"], "kl": kl_spread(reference, steered).mean, "diffs": diffs}
+        items, records = per_item(measured)
+        if records:
+            answers.mkdir(parents=True, exist_ok=True)
+            (answers / f"{key.replace(':', '_')}.json").write_text(json.dumps(records, indent=1))
+        extra = {k: v for k, v in measured.metrics.items() if k.startswith("detected_") or k == "quality"}
+        return {
+            "p": measured.metrics[evaluation.target],
+            "kl": kl_spread(reference, steered).mean,
+            "items": items,
+        } | extra
 
-    found: dict = {"unsteered": measure(nullcontext())}
-    base = torch.tensor(found["unsteered"]["diffs"])
+    found: dict = {"unsteered": measure(nullcontext(), "unsteered")}
+    base = torch.tensor(found["unsteered"]["items"])
     for goal in GOALS:
         out = args.out / args.model / behaviour_name / goal
         config = config_for(args, behaviour_name, goal)
@@ -111,8 +132,8 @@ def heldout(model, tokenizer, args: argparse.Namespace, behaviour_name: str) -> 
                     continue
                 key = f"{goal}:{space}:{bound:g}"
                 intervention, strength = rebuild(model, tokenizer, out, space, best["trial"])
-                got = measure(intervention.apply(model, strength))
-                moved = torch.tensor(got.pop("diffs")) - base
+                got = measure(intervention.apply(model, strength), key)
+                moved = torch.tensor(got.pop("items")) - base
                 wrong = (moved > 0) if goal == "remove" else (moved < 0)
                 found[key] = got | {
                     "trial": best["trial"],
@@ -121,7 +142,7 @@ def heldout(model, tokenizer, args: argparse.Namespace, behaviour_name: str) -> 
                     "wrong": float(wrong.float().mean()),
                     "params": best["params"],
                 }
-    found["unsteered"].pop("diffs")
+    found["unsteered"].pop("items")
     path.write_text(json.dumps(found, indent=1))
     return found
 
@@ -177,27 +198,47 @@ def write_recipe(args: argparse.Namespace, name: str, n_layers: int) -> dict:
 
 def tables(results: dict[str, dict], args: argparse.Namespace) -> str:
     lines = [
-        f"**{args.model}**: p_matching on test questions ({args.n_test} per behaviour) at each method's best "
-        f"validation point with validation KL ≤ bound; KL on {args.n_heldout_harmless} held-out harmless prompts; "
-        "'wrong' = share of test questions moved against the goal",
+        f"**{args.model}**: the behaviour on test data (A/B: p_matching on {args.n_test} test questions; detector "
+        f"behaviours: `detected` on {args.n_test} held-out asking and {args.n_test} neutral prompts, "
+        f"{args.tokens}-token answers) at each method's best validation point with validation KL ≤ bound; KL on "
+        f"{args.n_heldout_harmless} held-out harmless prompts; 'wrong' = share of test items moved against the goal; "
+        "'removed by' = unsteered − removed, 'amplified by' = amplified − unsteered",
         "",
-        "| behaviour | p unsteered | bound | method | p removed (KL, wrong) | p amplified (KL, wrong) | range |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| behaviour | unsteered | bound | method | removed (KL, wrong) | amplified (KL, wrong) | removed by | "
+        "amplified by |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    details = []
     for name, found in results.items():
         p0 = found["unsteered"]["p"]
         for bound in BOUNDS:
             for space in SPACES:
-                cells, ends = [], []
+                cells, moved = [], []
                 for goal in GOALS:
                     got = found.get(f"{goal}:{space}:{bound:g}")
                     if got is None:
                         cells.append("none in bound")
+                        moved.append("")
                         continue
-                    ends.append(got["p"])
                     cells.append(f"{got['p']:.2f} ({got['kl']:.3f}, {got['wrong']:.0%})")
-                span = f"{ends[1] - ends[0]:+.2f}" if len(ends) == 2 else ""
-                lines.append(f"| {name} | {p0:.2f} | {bound:g} | {space} | {cells[0]} | {cells[1]} | {span} |")
+                    moved.append(f"{(p0 - got['p']) if goal == 'remove' else (got['p'] - p0):+.2f}")
+                    if "detected_neutral" in got:
+                        details.append(
+                            f"| {name} | {bound:g} | {space} | {goal} | {got['detected_positive']:.2f} "
+                            f"({found['unsteered']['detected_positive']:.2f}) | {got['detected_neutral']:.2f} "
+                            f"({found['unsteered']['detected_neutral']:.2f}) | {got['quality']:.3f} |"
+                        )
+                lines.append(f"| {name} | {p0:.2f} | {bound:g} | {space} | {' | '.join(cells)} | {' | '.join(moved)} |")
+    if details:
+        lines += [
+            "",
+            "Detector behaviours, both parts (unsteered in brackets): answers to prompts asking for the behaviour "
+            "that show it, and answers to neutral prompts that show it; quality of all answers.",
+            "",
+            "| behaviour | bound | method | goal | asked, showing it | neutral, showing it | quality |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *details,
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +252,7 @@ def main() -> None:
     parser.add_argument("--n-harmless", type=int, default=32, help="harmless prompts for the search's KL")
     parser.add_argument("--n-test", type=int, default=50, help="test questions for the held-out check")
     parser.add_argument("--n-heldout-harmless", type=int, default=40)
+    parser.add_argument("--tokens", type=int, default=48, help="answer tokens (detector behaviours' held-out check)")
     parser.add_argument("--behaviours", default=",".join(CAA_BEHAVIOURS))
     parser.add_argument("--table-only", action="store_true", help="measure nothing new; print what is stored")
     parser.add_argument("--write-recipes", action="store_true", help="write data/recipes from finished searches")
