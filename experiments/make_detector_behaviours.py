@@ -98,8 +98,11 @@ BEHAVIOURS = {
             "enjoy",
             "yay",
             "hooray",
+            "hey there",
+            "hello there",
+            "let's dive",
         ],
-        "min_hits": 2,
+        "min_hits": 1,
     },
 }
 
