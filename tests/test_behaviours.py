@@ -53,7 +53,7 @@ def ab_toml(tmp_path):
 
 
 def test_bundled_caa_behaviours_split_reproducibly():
-    assert set(BUNDLED) == {"refusal", *CAA_SIZES}
+    assert set(BUNDLED) == {"refusal", *CAA_SIZES, "french", "ocean", "cheerful"}
     for name, size in CAA_SIZES.items():
         behaviour = load_behaviour(name)
         assert isinstance(behaviour, ABBehaviour) and len(behaviour.items) == size

@@ -144,3 +144,61 @@ def test_sweep_runs_the_behaviours_default_next_to_caa(tokenizer, tmp_path, monk
     assert {"behaviour", "method", "strength", "p_matching", "kl"} <= set(header)
     assert all(cells[("default", s)]["kl"] > 0 for s in (-1.0, 1.0))
     assert load_behaviour("sycophancy").name == rows[0]["behaviour"]
+
+
+def ab_file(tmp_path):
+    import json
+
+    items = [
+        {
+            "question": f"Is {i} even?\n (A) yes\n (B) no",
+            "answer_matching_behavior": "(A)" if i % 2 else "(B)",
+            "answer_not_matching_behavior": "(B)" if i % 2 else "(A)",
+        }
+        for i in range(24)
+    ]
+    (tmp_path / "q.json").write_text(json.dumps(items))
+    return 'name = "evens"\nab_file = "q.json"\n'
+
+
+def test_a_users_toml_carries_its_own_recipe(tokenizer, tmp_path):
+    (tmp_path / "b.toml").write_text(
+        ab_file(tmp_path)
+        + '[recipe.remove]\nscore = "selective"\nfraction = 0.05\nlayer_share = 1.0\nmethod = "cna"\nstrength = 0.5\n'
+    )
+    behaviour = load_behaviour(str(tmp_path / "b.toml"))
+    assert behaviour.recipe.remove.strength == 0.5 and behaviour.recipe.amplify is None
+    assert behaviour.recipe.command == "given in b.toml"
+    model = tiny_model("llama")
+    built = build_steerers(
+        model,
+        tokenizer,
+        *behaviour.training_pair(8),
+        methods=["default"],
+        behaviour=behaviour.name,
+        recipe=behaviour.recipe,
+    )
+    default = built.interventions["default"]
+    scaling = NeuronScaling(default.remove.neurons)
+    got = logprobs(model, tokenizer, built.apply(model, "default", 1.0))
+    assert torch.allclose(got, logprobs(model, tokenizer, scaling.apply(model, 0.5)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("strength = inf\n", "recipe.remove.strength"),
+        ("strength = -2.0\n", "recipe.remove.strength"),
+        ("strength = 1.0\ncolour = 1\n", "recipe.remove.colour"),
+    ],
+)
+def test_a_bad_recipe_in_a_toml_is_one_line_before_the_model_loads(tmp_path, table, message):
+    from clitools import assert_one_line_error, invoke
+
+    head = '[recipe.remove]\nscore = "selective"\nfraction = 0.05\nlayer_share = 1.0\nmethod = "cna"\n'
+    (tmp_path / "b.toml").write_text(ab_file(tmp_path) + head + table)
+    with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
+        load_behaviour(str(tmp_path / "b.toml"))
+    result = invoke("tune", "--behaviour", tmp_path / "b.toml", "--out", tmp_path / "out", "-m", tmp_path / "nowhere")
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "out").exists()

@@ -125,6 +125,7 @@ def evaluate(
             batch_size=plan.batch_size,
             target=chosen.default_target(settings.n_train),
             behaviour=chosen.name,
+            recipe=chosen.recipe,
             attribution_target=chosen.attribution_target(settings.n_train),
             progress=progress,
         )

@@ -44,6 +44,9 @@ class BuildOptions:
     direction_layer: int | None = None
     caa_layer: int | None = None
     behaviour: str | None = None
+    recipe: Any = None
+    """A :class:`~neurosteer.interventions.recipe.Recipe` given with the behaviour (a user's TOML);
+    ``None``: the bundled one of ``behaviour``."""
     attribution: Callable[[int], torch.Tensor] | None = None
 
 

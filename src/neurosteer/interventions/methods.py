@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,6 +72,7 @@ def build_steerers(
     batch_size: int = 16,
     target: AttributionTarget | None = FIRST_TOKEN_REFUSAL,
     behaviour: str | None = None,
+    recipe: Any = None,
     attribution_target: AttributionTarget | None = None,
     progress: bool = False,
 ) -> Steerers:
@@ -79,8 +81,9 @@ def build_steerers(
     Methods that steer neurons share one set: ``neurons``, or the documented default selection
     (:func:`~neurosteer.discovery.find.default_selection`; its attribution pass reads the behaviour's
     ``target``, and runs only where there is one). ``behaviour`` names whose searched recipe the
-    method ``default`` steers; a recipe selecting by attribution reads ``attribution_target``
-    (the behaviour's :meth:`~neurosteer.evaluation.behaviours.Behaviour.attribution_target`)."""
+    method ``default`` steers (``recipe``: one given with the behaviour instead of the bundled
+    one); a recipe selecting by attribution reads ``attribution_target`` (the behaviour's
+    :meth:`~neurosteer.evaluation.behaviours.Behaviour.attribution_target`)."""
     check_methods(list(methods))
     if neurons is not None:
         neurons.check_compatible(model)
@@ -116,6 +119,7 @@ def build_steerers(
         direction_layer=direction_layer,
         caa_layer=caa_layer,
         behaviour=behaviour,
+        recipe=recipe,
         attribution=attribution,
     )
     built = {name: INTERVENTIONS[name].build(model, contrast, options) for name in methods}

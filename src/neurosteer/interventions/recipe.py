@@ -8,7 +8,8 @@ produced it, and applied as the method ``default``: strength +1 is the documente
 of it). Layer windows are stored as a share of the depth, so a recipe carries to a deeper model
 of the same kind (untried there unless the file says so).
 
-Adding a behaviour's recipe: one JSON file; nothing else names behaviours.
+Adding a behaviour's recipe: one JSON file; nothing else names behaviours. A user's behaviour TOML
+carries its own under ``[recipe.remove]`` / ``[recipe.amplify]`` (:class:`RecipePoint`'s fields).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     behaviour: str
-    searched_on: str = Field(description="The model the search ran on.")
-    command: str = Field(description="The command that ran the search and chose the points.")
+    searched_on: str = Field("", description="The model the search ran on.")
+    command: str = Field("", description="The command that ran the search and chose the points.")
     remove: RecipePoint | None = None
     amplify: RecipePoint | None = None
     note: str = ""
@@ -117,9 +118,12 @@ class BehaviourDefault(Intervention):
 
     @classmethod
     def build(cls, model: nn.Module, contrast: ContrastStats, options: BuildOptions) -> BehaviourDefault:
-        if options.behaviour is None:
+        if options.recipe is not None:
+            recipe = options.recipe
+        elif options.behaviour is not None:
+            recipe = load_recipe(options.behaviour)
+        else:
             raise SettingsError("method 'default' steers a behaviour's recipe; name the behaviour")
-        recipe = load_recipe(options.behaviour)
         contrast.check_compatible(model)
         built = {}
         for goal in ("remove", "amplify"):

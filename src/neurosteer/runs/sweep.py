@@ -174,6 +174,7 @@ def run_sweep(
             batch_size=config.plan.batch_size,
             target=behaviour.default_target(config.n_train),
             behaviour=behaviour.name,
+            recipe=behaviour.recipe,
             attribution_target=behaviour.attribution_target(config.n_train),
             progress=progress,
         )

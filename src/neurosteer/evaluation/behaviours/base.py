@@ -53,6 +53,9 @@ class Behaviour(ABC):
     sources: tuple[Path, ...] = ()
     """The user's files this behaviour reads (its TOML and the data files it names); a resumed
     sweep or search compares their contents. Bundled behaviours read only package data."""
+    recipe: Any = None
+    """The behaviour's own neuron recipe (method ``default``) where its TOML gives one; ``None``:
+    the bundled recipe of its name, if any (:mod:`neurosteer.interventions.recipe`)."""
     attributable: bool = False
     """Whether the default neuron selection uses the attribution score for this behaviour (else
     the statistics score). A behaviour can have an :meth:`attribution_target` (the search and an

@@ -34,6 +34,9 @@ neutral prompts where amplification has to show::
     kind = "markers"                    # the only kind so far
     markers = ["ocean", "sea", "waves"]
     min_hits = 1
+
+Any kind may add its own neuron recipe for the method ``default`` (``[recipe.remove]``,
+``[recipe.amplify]``: :class:`~neurosteer.interventions.recipe.RecipePoint`'s fields).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from neurosteer.evaluation.behaviours.ab import ABBehaviour, load_ab_file
 from neurosteer.evaluation.behaviours.base import Behaviour
 from neurosteer.evaluation.behaviours.detected import DetectedBehaviour
 from neurosteer.evaluation.behaviours.prompted import PromptPairBehaviour
+from neurosteer.interventions.recipe import Recipe
 from neurosteer.metrics.detectors import make_detector
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.prompts import bundled_prompt_sets, read_text
@@ -75,6 +79,9 @@ class BehaviourFile(BaseModel):
     )
     detector: dict[str, Any] | None = Field(None, description="The detector of metric = 'detector'.")
     screen_tokens: int = Field(32, ge=1, description="Tokens per answer in a search's screen (detector behaviours).")
+    recipe: dict[str, Any] | None = Field(
+        None, description="The behaviour's own neuron recipe for method 'default': [recipe.remove], [recipe.amplify]."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> BehaviourFile:
@@ -118,6 +125,7 @@ def load_behaviour_file(path: Path) -> Behaviour:
     base = path.parent
     try:
         behaviour = _behaviour(spec, base)
+        behaviour.recipe = _recipe(spec, path)
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from None
     named = [spec.ab_file, spec.eval_file, spec.positive, spec.negative, *(spec.eval_positive or [])]
@@ -125,6 +133,19 @@ def load_behaviour_file(path: Path) -> Behaviour:
     files = [_resolve(base, source) for source in named if source]
     behaviour.sources = (path, *dict.fromkeys(f for f in files if isinstance(f, Path)))
     return behaviour
+
+
+def _recipe(spec: BehaviourFile, path: Path) -> Recipe | None:
+    """The ``[recipe]`` tables as a :class:`~neurosteer.interventions.recipe.Recipe`, checked here
+    (a strength that is not finite and positive, an unknown field: one line, before any model)."""
+    if spec.recipe is None:
+        return None
+    try:
+        return Recipe(behaviour=spec.name, command=f"given in {path.name}", **spec.recipe)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise SettingsError(f"recipe.{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
 
 
 def _behaviour(spec: BehaviourFile, base: Path) -> Behaviour:
