@@ -85,16 +85,20 @@ def test_default_at_plus_one_is_the_default_clamp_and_scales_its_strength(tokeni
         built.apply(model, "default", -1.0)
 
 
-def test_an_amplify_point_is_applied_at_negative_strengths(tokenizer, monkeypatch):
-    point = dict(score="selective", fraction=0.05, layer_share=1.0, method="cna")
+def use_recipe(monkeypatch, method: str, remove: float, amplify: float) -> None:
+    """Make every behaviour's bundled recipe one that selects 5 % of the neurons and steers them
+    by ``method`` at ``remove`` (+1) and ``amplify`` (-1)."""
+    point = dict(score="selective", fraction=0.05, layer_share=1.0, method=method)
     recipe = Recipe(
         behaviour="sycophancy",
-        searched_on="tiny",
-        command="test",
-        remove=RecipePoint(**point, strength=0.5),
-        amplify=RecipePoint(**point, strength=2.0),
+        remove=RecipePoint(**point, strength=remove),
+        amplify=RecipePoint(**point, strength=amplify),
     )
     monkeypatch.setattr("neurosteer.interventions.recipe.load_recipe", lambda name: recipe)
+
+
+def test_an_amplify_point_is_applied_at_negative_strengths(tokenizer, monkeypatch):
+    use_recipe(monkeypatch, "cna", 0.5, 2.0)
     model = tiny_model("llama")
     built = build_steerers(model, tokenizer, POSITIVE, NEGATIVE, methods=["default"], behaviour="sycophancy")
     default = built.interventions["default"]
@@ -120,15 +124,7 @@ def test_recipes_refuse_what_they_cannot_do(tokenizer):
 
 
 def test_sweep_runs_the_behaviours_default_next_to_caa(tokenizer, tmp_path, monkeypatch):
-    point = dict(score="selective", fraction=0.05, layer_share=1.0, method="patch")
-    recipe = Recipe(
-        behaviour="sycophancy",
-        searched_on="tiny",
-        command="test",
-        remove=RecipePoint(**point, strength=1.0),
-        amplify=RecipePoint(**point, strength=1.5),
-    )
-    monkeypatch.setattr("neurosteer.interventions.recipe.load_recipe", lambda name: recipe)
+    use_recipe(monkeypatch, "patch", 1.0, 1.5)
     config = SweepConfig(
         model="tiny",
         behaviour="sycophancy",

@@ -153,25 +153,20 @@ def _behaviour(spec: BehaviourFile, base: Path) -> Behaviour:
         held_out = load_ab_file(base / spec.eval_file) if spec.eval_file else None
         return ABBehaviour(spec.name, spec.description, load_ab_file(base / spec.ab_file), held_out)
     assert spec.positive is not None and spec.negative is not None and spec.eval_positive is not None
-    if spec.detector is not None:
-        return DetectedBehaviour(
-            name=spec.name,
-            description=spec.description,
-            positive=_resolve(base, spec.positive),
-            negative=_resolve(base, spec.negative),
-            eval_positive=[_resolve(base, s) for s in spec.eval_positive],
-            eval_negative=_resolve(base, spec.eval_negative),
-            validation_positive=_resolve(base, spec.validation_positive) if spec.validation_positive else None,
-            validation_neutral=_resolve(base, spec.validation_negative) if spec.validation_negative else None,
-            detector=make_detector(spec.detector),
-            screen_tokens=spec.screen_tokens,
-        )
-    return PromptPairBehaviour(
-        name=spec.name,
-        description=spec.description,
-        positive=_resolve(base, spec.positive),
-        negative=_resolve(base, spec.negative),
-        eval_positive=[_resolve(base, s) for s in spec.eval_positive],
-        eval_negative=_resolve(base, spec.eval_negative),
-        validation_positive=_resolve(base, spec.validation_positive) if spec.validation_positive else None,
+    common = {
+        "name": spec.name,
+        "description": spec.description,
+        "positive": _resolve(base, spec.positive),
+        "negative": _resolve(base, spec.negative),
+        "eval_positive": [_resolve(base, s) for s in spec.eval_positive],
+        "eval_negative": _resolve(base, spec.eval_negative),
+        "validation_positive": _resolve(base, spec.validation_positive) if spec.validation_positive else None,
+    }
+    if spec.detector is None:
+        return PromptPairBehaviour(**common)
+    return DetectedBehaviour(
+        **common,
+        validation_neutral=_resolve(base, spec.validation_negative) if spec.validation_negative else None,
+        detector=make_detector(spec.detector),
+        screen_tokens=spec.screen_tokens,
     )

@@ -21,10 +21,9 @@ from transformers import PreTrainedTokenizerBase
 
 from neurosteer.discovery.attribution import AttributionTarget
 from neurosteer.evaluation.behaviours.base import Evaluation, Measured
-from neurosteer.evaluation.behaviours.prompted import PromptPairBehaviour, set_names
+from neurosteer.evaluation.behaviours.prompted import PromptPairBehaviour, answer_sets, set_names
 from neurosteer.metrics.detectors import Detector
 from neurosteer.metrics.quality import degenerate_rate, mean_ngram_quality
-from neurosteer.model.generation import generate
 from neurosteer.util.errors import SettingsError
 from neurosteer.util.prompts import load_prompts
 
@@ -44,18 +43,15 @@ class DetectorEvaluation(Evaluation):
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, label: str, progress: bool
     ) -> Measured:
         sets = {**self.positive_sets, "neutral": self.neutral}
-        answers = {
-            name: generate(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=self.max_new_tokens,
-                batch_size=batch_size,
-                description=f"{label} {name}".strip(),
-                progress=progress,
-            )
-            for name, prompts in sets.items()
-        }
+        answers = answer_sets(
+            model,
+            tokenizer,
+            sets,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=batch_size,
+            label=label,
+            progress=progress,
+        )
         metrics: dict[str, Any] = {f"detected_{n}": self.detector.rate(answers[n]) for n in self.positive_sets}
         metrics["detected_positive"] = sum(metrics[f"detected_{n}"] for n in self.positive_sets) / len(
             self.positive_sets

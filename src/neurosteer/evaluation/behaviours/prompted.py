@@ -19,6 +19,31 @@ from neurosteer.util.errors import SettingsError
 from neurosteer.util.prompts import bundled_prompt_sets, load_prompts
 
 
+def answer_sets(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: dict[str, list[str]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    label: str,
+    progress: bool,
+) -> dict[str, list[str]]:
+    """Greedy answers to each named prompt set."""
+    return {
+        name: generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            description=f"{label} {name}".strip(),
+            progress=progress,
+        )
+        for name, prompts in sets.items()
+    }
+
+
 @dataclass
 class GenerationEvaluation(Evaluation):
     """Greedy answers to held-out positive prompt sets and to negative (harmless) prompts; the
@@ -43,18 +68,15 @@ class GenerationEvaluation(Evaluation):
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, label: str, progress: bool
     ) -> Measured:
         sets = self.sets()
-        answers = {
-            name: generate(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=self.max_new_tokens,
-                batch_size=batch_size,
-                description=f"{label} {name}".strip(),
-                progress=progress,
-            )
-            for name, prompts in sets.items()
-        }
+        answers = answer_sets(
+            model,
+            tokenizer,
+            sets,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=batch_size,
+            label=label,
+            progress=progress,
+        )
         metrics: dict[str, Any] = {f"refusal_{name}": refusal_rate(answers[name]) for name in self.positive_sets}
         metrics[self.target] = sum(metrics[f"refusal_{n}"] for n in self.positive_sets) / len(self.positive_sets)
         metrics["refusal_harmless"] = refusal_rate(answers["harmless_val"])
