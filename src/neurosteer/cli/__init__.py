@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from neurosteer.cli import (  # noqa: F401  (registers the commands)
     bake,
+    compare,
     demo,
     detect,
     discover,

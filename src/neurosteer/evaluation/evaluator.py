@@ -99,14 +99,17 @@ class Evaluator:
         judge: RefusalJudge | None = None,
         eval_file: str | None = None,
         evaluation: Evaluation | None = None,
+        reference: torch.Tensor | None = None,
         progress: bool = False,
     ) -> None:
-        """``evaluation`` replaces the behaviour's held-out evaluation (e.g. its validation measure)."""
+        """``evaluation`` replaces the behaviour's held-out evaluation (e.g. its validation measure);
+        ``reference`` the first-token log-probabilities KL is read against (another model's on the
+        same harmless prompts, e.g. a checkpoint's base; default: this model unsteered)."""
         self.model, self.tokenizer, self.plan, self.progress = model, tokenizer, plan, progress
         self.behaviour = load_behaviour(behaviour)
         self.evaluation = evaluation or self.behaviour.evaluation(plan, judge=judge, eval_file=eval_file)
         self.harmless = plan.harmless_prompts()
-        self._reference: torch.Tensor | None = None
+        self._reference: torch.Tensor | None = reference
 
     def reference(self) -> torch.Tensor:
         """First-token log-probabilities of the unsteered model on the harmless prompts."""
