@@ -12,7 +12,7 @@ from neurosteer.interventions import calibrate, default_steering
 from neurosteer.interventions.baselines import ablate_direction, add_vector
 from neurosteer.interventions.steering import steer
 from neurosteer.interventions.weights import bake, bake_direction
-from neurosteer.model.architectures import Architecture, register_architecture
+from neurosteer.model.architectures import Architecture, register_architecture, with_attention_units
 from neurosteer.model.loading import load_model
 from neurosteer.util.errors import NeurosteerError
 from neurosteer.util.prompts import ChatPrompt
@@ -40,4 +40,5 @@ __all__ = [
     "register_architecture",
     "residual_directions",
     "steer",
+    "with_attention_units",
 ]

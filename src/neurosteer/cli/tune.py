@@ -62,6 +62,13 @@ def tune(
         ),
     ] = False,
     goal: Annotated[str, typer.Option(help="remove (default) or amplify the behaviour.")] = "remove",
+    units: Annotated[
+        str,
+        typer.Option(
+            help="What the neuron spaces select: mlp (default), attention (the attention output projection's "
+            "input, ranked apart) or mlp+attention (ranked together)."
+        ),
+    ] = "mlp",
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     n_train: Annotated[int | None, typer.Option(help="Training prompts (or pairs) per side (setting n_train).")] = None,
     n_screen: Annotated[int, typer.Option(help="Validation prompts or questions per trial.")] = 100,
@@ -114,6 +121,7 @@ def tune(
             trials=trials if trials is not None else QUICK_TUNE.trials if quick else full_trials,
             quick=quick,
             goal=goal,
+            units=units,
             seed=seed,
             n_train=settings.n_train,
             n_screen=n_screen,

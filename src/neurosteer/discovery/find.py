@@ -13,7 +13,7 @@ from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL, AttributionTar
 from neurosteer.discovery.contrast import ContrastStats, collect_contrast
 from neurosteer.discovery.neuronset import ModelSignature, NeuronSet, split_units
 from neurosteer.discovery.scores import SCORES, Score, check_score, make_score, neuron_scores
-from neurosteer.model.architectures import layout
+from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.encoding import Prompt
 from neurosteer.util.defaults import DISCOVERY
 from neurosteer.util.errors import SettingsError
@@ -235,9 +235,12 @@ def neurons_from_contrast(
     max_layer: int | None = None,
     drop_universal: float | None = None,
     matrix: torch.Tensor | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> NeuronSet:
     """A neuron set from collected statistics, with no forward pass (``matrix``: precomputed
-    scores, for a score that runs the model). Only layers ``skip_layers .. max_layer`` (inclusive)
+    scores, for a score that runs the model; ``kinds``: only units of these site kinds, e.g.
+    ``["attention"]`` to rank attention units apart from MLP neurons; the share counts them only).
+    Only layers ``skip_layers .. max_layer`` (inclusive)
     are candidates (``max_layer`` by default: below ``DISCOVERY.layer_share`` of the depth).
     Without a score: ``DISCOVERY.score`` when ``matrix`` holds its values, else the statistics
     score ``DISCOVERY.statistics_score``."""
@@ -252,10 +255,11 @@ def neurons_from_contrast(
     if max_layer is None:  # the default window never cuts below layers the caller asked for
         max_layer = max(DISCOVERY.max_layer(lay.n_layers), min(skip_layers, lay.n_layers - 1))
     contrast.check_compatible(model, lay)
-    k = count_to_keep(lay.n_neurons, fraction, top_k)
     check_filters(lay.n_layers, skip_layers, drop_universal, max_layer)
     if matrix is None:
         matrix = neuron_scores(chosen, contrast, lay)
+    only = None if kinds is None else units_of_kinds(lay, kinds)
+    k = count_to_keep(lay.n_neurons if only is None else int(only.sum()), fraction, top_k)
     positions = getattr(chosen, "positions", 1)
     method = {
         "name": "contrastive_neuron_attribution",
@@ -278,9 +282,22 @@ def neurons_from_contrast(
         skip_layers=skip_layers,
         max_layer=max_layer,
         drop_universal=drop_universal,
-        method=method,
+        method=method if kinds is None else {**method, "kinds": list(kinds)},
         prompts=dict(contrast.prompts),
+        only=only,
     )
+
+
+def units_of_kinds(lay: Layout, kinds: Sequence[str]) -> torch.Tensor:
+    """``[layers, neurons_per_layer]``: True for the units of sites of ``kinds``."""
+    keep = torch.zeros(lay.n_layers, lay.neurons_per_layer, dtype=torch.bool)
+    for site in lay.sites:
+        if site.kind in kinds:
+            keep[site.layer, site.units] = True
+    if not bool(keep.any()):
+        present = sorted({site.kind for site in lay.sites})
+        raise SettingsError(f"no units of kind {', '.join(kinds)} in this model's space ({', '.join(present)})")
+    return keep
 
 
 def routed_share(stats: RunningStats, layers: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
@@ -300,8 +317,10 @@ def select_neurons(
     drop_universal: float | None = None,
     method: dict | None = None,
     prompts: dict | None = None,
+    only: torch.Tensor | None = None,
 ) -> NeuronSet:
-    """The ``k`` allowed neurons of largest |score| from a ``[layers, neurons]`` score matrix.
+    """The ``k`` allowed neurons of largest |score| from a ``[layers, neurons]`` score matrix
+    (``only``: a mask of the units that may be chosen at all).
 
     The building block of :func:`find_neurons`, public so that other scores computed from the
     same statistics can be tried without another pass over the prompts.
@@ -313,6 +332,8 @@ def select_neurons(
     allowed = candidate_mask(universal, skip_layers, drop_universal, max_layer) & (
         (positive.counts + negative.counts) > 0
     )
+    if only is not None:
+        allowed &= only.to(allowed.device)
     layers, units = rank(scores, allowed, k)
     if not len(layers) or not bool(scores[layers, units].abs().max() > 0):
         raise SettingsError(

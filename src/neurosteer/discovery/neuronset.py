@@ -44,13 +44,18 @@ class ModelSignature:
     """Routed experts per mixture-of-experts layer (0: a dense model)."""
     expert_width: int = 0
     """Neurons per routed expert; a layer's expert neurons follow its dense (or shared) ones."""
+    attention_width: int = 0
+    """Attention units per layer, part of the dense width (0: MLP neurons only)."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The signature as stored and hashed; a dense model's has no expert fields (as before they
-        existed), so its sets keep their fingerprints."""
+        """The signature as stored and hashed; a dense model's has no expert fields and a model
+        without attention units no attention field (as before they existed), so its sets keep
+        their fingerprints."""
         data = asdict(self)
         if not self.n_experts:
             del data["n_experts"], data["expert_width"]
+        if not self.attention_width:
+            del data["attention_width"]
         return data
 
     def shape_key(self) -> tuple[Any, ...]:
@@ -62,6 +67,7 @@ class ModelSignature:
             self.hidden_size,
             self.n_experts,
             self.expert_width,
+            self.attention_width,
         )
 
     def describe(self) -> str:
@@ -79,12 +85,14 @@ class ModelSignature:
                 raise NeuronFileError(f"model signature: {name} must be a positive whole number, got {value!r}")
         if not isinstance(self.model_type, str) or not self.model_type:
             raise NeuronFileError(f"model signature: model_type must be a name, got {self.model_type!r}")
-        for name in ("n_experts", "expert_width"):
+        for name in ("n_experts", "expert_width", "attention_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise NeuronFileError(f"model signature: {name} must be a whole number, got {value!r}")
         if (self.n_experts == 0) != (self.expert_width == 0) or self.dense_width < 0:
             raise NeuronFileError("model signature: n_experts and expert_width do not describe a layer")
+        if self.attention_width > self.dense_width:
+            raise NeuronFileError("model signature: attention_width exceeds the dense width it is part of")
 
     @classmethod
     def of(cls, model: nn.Module, lay: Layout | None = None) -> ModelSignature:
@@ -97,6 +105,7 @@ class ModelSignature:
             config_fingerprint=config_fingerprint(model),
             n_experts=lay.n_experts,
             expert_width=lay.expert_width,
+            attention_width=lay.attention_width,
         )
 
 
@@ -180,6 +189,8 @@ def _shape(model: ModelSignature) -> str:
         shape += f" ({model.dense_width} dense or shared, {model.n_experts} experts x {model.expert_width})"
     else:
         shape += " (no experts)"
+    if model.attention_width:
+        shape += f", the last {model.attention_width} of the dense ones attention units"
     return shape
 
 

@@ -101,6 +101,11 @@ def steered_tensors(
     lay = layout(model)
     NeuronSet.require(neurons).check_compatible(model, lay)
     refuse_experts(lay, "a GGUF file")
+    if lay.attention_width:
+        raise NeurosteerError(
+            "a GGUF file of a model with attention units is not supported yet (the file's MLP weights are the "
+            "only ones it edits); bake the steering into a checkpoint with 'neurosteer bake' instead"
+        )
     factors = per_neuron_factors(neurons, factor).numpy()
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     names = _gguf_names(arch, lay.n_layers)

@@ -244,7 +244,8 @@ class Layout:
     """The resolved modules of one loaded model: its layers and their neuron sites.
 
     Each layer's neurons form one space of ``neurons_per_layer`` units: first its dense MLP's (or
-    its shared experts') ``dense_width``, then, in a mixture-of-experts layer, ``n_experts`` blocks
+    its shared experts') neurons and, with :func:`with_attention_units`, its attention units (``dense_width``
+    in all), then, in a mixture-of-experts layer, ``n_experts`` blocks
     of ``expert_width`` routed-expert neurons. A dense model has only the first part.
     """
 
@@ -258,6 +259,9 @@ class Layout:
     expert_width: int = 0
     without_mlp: tuple[int, ...] = ()
     """Layers with no MLP at all (some hybrid models): they hold no neurons."""
+    attention_width: int = 0
+    """Attention units per layer (:func:`with_attention_units`; 0: MLP neurons only). They sit in
+    the dense part of each layer's space, after the MLP's (or shared experts') neurons."""
 
     @property
     def n_layers(self) -> int:
@@ -314,6 +318,41 @@ class Layout:
     def resolve(self, path: str, root: nn.Module) -> nn.Module:
         """The module at ``path`` below ``root`` (a layer, or the base model)."""
         return _resolve(root, path, self.model_type)
+
+
+ATTENTION_UNITS = "_neurosteer_attention_units"
+"""The attribute :func:`with_attention_units` sets on a model."""
+
+
+def with_attention_units(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Add (or, ``enabled=False``, remove) a second kind of unit to ``model``'s neuron space: the
+    input of each layer's attention output projection (per head, its value dimensions; AUSteer's
+    units), appended to each layer's MLP neurons. Discovery then scores both kinds together
+    (select one kind by layer window or after discovery), and every intervention steers them
+    through the same sites. Neuron sets and statistics record the wider space, so they apply only
+    to a model with the same setting. Returns ``model``."""
+    setattr(model, ATTENTION_UNITS, bool(enabled))
+    if enabled:
+        layout(model)  # refuse now, with one line, a model whose attention projections are not found
+    return model
+
+
+_QUERY_NAMES = ("q_proj", "qkv_proj", "c_attn", "query_key_value", "Wqkv", "query")
+"""A query (or fused query-key-value) projection: what tells an attention block from another mixer."""
+
+
+def attention_projection(layer: nn.Module) -> nn.Module | None:
+    """The linear map that writes a layer's attention output (``o_proj``, ``c_proj``, ``dense``,
+    ``out_proj``), found by name whether or not a norm follows it, in the layer's attention block
+    or, in a hybrid model, in a mixer that computes queries; ``None``: the layer has none."""
+    for name in (*_ATTN_NAMES, *_HYBRID_MIXERS):
+        attention = _get(layer, name)
+        if attention is None or not any(_linear_at(attention, q) for q in _QUERY_NAMES):
+            continue
+        for out in _ATTN_OUT_NAMES:
+            if _linear_at(attention, out):
+                return _get(attention, out)
+    return None
 
 
 def _mixer(layer: nn.Module, arch: Architecture) -> nn.Module | None:
@@ -414,12 +453,16 @@ def layout(model: nn.Module) -> Layout:
         hidden, width = weight.shape[::-1] if is_conv1d(proj) else weight.shape
         return int(width), int(hidden)
 
-    dense_width = max((shape(proj)[0] for _, _, proj in dense), default=0)
+    mlp_width = max((shape(proj)[0] for _, _, proj in dense), default=0)
     hidden = shape(dense[0][2])[1] if dense else None
     sites: list[Site] = [
         NeuronSite(layer=i, module=proj, block=block, width=shape(proj)[0], hidden_size=shape(proj)[1])
         for i, block, proj in dense
     ]
+    attention = _attention_sites(model, layers, mlp_width, model_type)
+    sites += attention
+    attention_width = max((site.width for site in attention), default=0)
+    dense_width = mlp_width + attention_width
     n_experts = expert_width = 0
     for i, block, experts in routed:
         n_experts, expert_width, hidden = _experts_shape(experts, model_type)
@@ -432,6 +475,7 @@ def layout(model: nn.Module) -> Layout:
                 width=expert_width,
                 hidden_size=hidden,
                 offset=dense_width,
+                kind="experts",
             )
         )
     if not sites:
@@ -454,4 +498,36 @@ def layout(model: nn.Module) -> Layout:
         n_experts=n_experts,
         expert_width=expert_width,
         without_mlp=tuple(without_mlp),
+        attention_width=attention_width,
     )
+
+
+def _attention_sites(model: nn.Module, layers: Sequence[nn.Module], offset: int, model_type: str) -> list[NeuronSite]:
+    """The attention units of every layer that has an attention output projection, where the model
+    has them switched on (:func:`with_attention_units`); none otherwise."""
+    if not getattr(model, ATTENTION_UNITS, False):
+        return []
+    sites = []
+    for i, block in enumerate(layers):
+        proj = attention_projection(block)
+        if proj is None:
+            continue
+        weight = proj.weight
+        hidden, width = weight.shape[::-1] if is_conv1d(proj) else weight.shape
+        sites.append(
+            NeuronSite(
+                layer=i,
+                module=proj,
+                block=block,
+                width=int(width),
+                hidden_size=int(hidden),
+                offset=offset,
+                kind="attention",
+            )
+        )
+    if not sites:
+        raise UnsupportedArchitectureError(
+            f"no layer of this {model_type} model has an attention output projection neurosteer recognises "
+            f"({', '.join(_ATTN_OUT_NAMES)} in {', '.join(_ATTN_NAMES)}); use MLP neurons only"
+        )
+    return sites

@@ -90,6 +90,9 @@ class _Site:
     hidden_size: int
     offset: int = 0
     """Where this site's neurons start in the layer's neuron space."""
+    kind: str = "mlp"
+    """What the units are: ``mlp`` (an MLP's or shared expert's neurons), ``attention`` (the input of
+    the attention output projection: each head's value dimensions), ``experts``."""
     _shape: list = field(default_factory=lambda: [None], repr=False, compare=False)
 
     def _record_shape(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:

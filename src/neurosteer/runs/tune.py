@@ -49,7 +49,7 @@ from neurosteer.interventions import (
 )
 from neurosteer.interventions.calibration import Calibration
 from neurosteer.metrics.kl import KLSpread, first_token_logprobs, kl_spread
-from neurosteer.model.architectures import layout
+from neurosteer.model.architectures import layout, with_attention_units
 from neurosteer.runs.provenance import MODEL, check_contents, contents
 from neurosteer.runs.tune_files import (
     CONFIRMED,
@@ -70,6 +70,9 @@ from neurosteer.util.prompts import load_prompts
 from neurosteer.util.version import __version__
 
 Goal = Literal["remove", "amplify"]
+Units = Literal["mlp", "attention", "mlp+attention"]
+UNIT_KINDS: dict[str, list[str] | None] = {"mlp": None, "attention": ["attention"], "mlp+attention": None}
+"""Which site kinds a neuron space selects from, per ``units`` setting (None: every unit of the space)."""
 
 
 class TuneConfig(BaseModel):
@@ -92,12 +95,18 @@ class TuneConfig(BaseModel):
     confirm: int = Field(0, ge=0, description="Pareto points per space re-measured with full answers.")
     confirm_tokens: int = Field(48, ge=1, description="Tokens per answer when confirming.")
     quick: bool = Field(False, description="Start from the calibrated default and the bundled models' best points.")
+    units: Units = Field(
+        "mlp",
+        description="Units the neuron spaces select: MLP neurons, attention units (the attention output "
+        "projection's input) ranked apart, or both ranked together.",
+    )
 
     def fingerprint(self) -> str:
         """What decides a trial's outcome: the trial count, the KL bound and the confirmation settings
         are left out, so a search can be extended and re-read (and ``quick`` when off, so searches
         written before it existed still resume)."""
         excluded = {"trials", "confirm", "confirm_tokens", "max_kl"} | (set() if self.quick else {"quick"})
+        excluded |= set() if self.units != "mlp" else {"units"}
         return short_hash(json.dumps(self.model_dump(exclude=excluded), sort_keys=True).encode())
 
 
@@ -205,7 +214,13 @@ class NeuronSpace(SearchSpace):
         if score == "attribution":
             matrix = ctx.attribution_matrix(trial.suggest_categorical("positions", [1, 5]))
         neurons = neurons_from_contrast(
-            ctx.model, ctx.contrast, score, fraction=fraction, max_layer=max_layer, matrix=matrix
+            ctx.model,
+            ctx.contrast,
+            score,
+            fraction=fraction,
+            max_layer=max_layer,
+            matrix=matrix,
+            kinds=UNIT_KINDS[ctx.config.units],
         )
         return self.steering(neurons, steering, ctx), ctx.sign * steering["strength"]
 
@@ -444,6 +459,7 @@ def context(
     """Statistics (read from ``out`` when a previous run saved them) and, when ``measuring``, the
     screen and the KL reference (a forward pass that rebuilding a trial does not need)."""
     behaviour = load_behaviour(config.behaviour)
+    with_attention_units(model, config.units != "mlp")
     plan = EvalPlan(
         n_harmful=config.n_screen,
         n_questions=config.n_screen,
