@@ -59,6 +59,7 @@ def config_for(args: argparse.Namespace, behaviour: str, goal: str) -> TuneConfi
         n_harmless=args.n_harmless,
         batch_size=16,
         max_kl=max(BOUNDS),
+        units=args.units,
     )
 
 
@@ -254,6 +255,7 @@ def main() -> None:
     parser.add_argument("--n-heldout-harmless", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=48, help="answer tokens (detector behaviours' held-out check)")
     parser.add_argument("--behaviours", default=",".join(CAA_BEHAVIOURS))
+    parser.add_argument("--units", default="mlp", help="what the neuron space selects (tune --units)")
     parser.add_argument("--table-only", action="store_true", help="measure nothing new; print what is stored")
     parser.add_argument("--write-recipes", action="store_true", help="write data/recipes from finished searches")
     args = parser.parse_args()
