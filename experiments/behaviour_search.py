@@ -167,7 +167,8 @@ def write_recipe(args: argparse.Namespace, name: str, n_layers: int) -> dict:
         "behaviour": name,
         "searched_on": args.model,
         "command": f"python experiments/behaviour_search.py --model {args.model} --out {args.out} "
-        f"--trials {args.trials} --write-recipes",
+        f"--trials {args.trials} --n-questions {args.n_questions} --n-harmless {args.n_harmless} "
+        f"--behaviours {name} --write-recipes",
         "remove": None,
         "amplify": None,
     }
