@@ -73,6 +73,7 @@ class DirectionAblation(Intervention):
 @dataclass
 class ActivationAddition(Intervention):
     name: ClassVar[str] = "caa"
+    search_space: ClassVar[str | None] = "caa"
     parameters: ClassVar[dict[str, str]] = {"layer": "the layer whose residual stream the mean difference is added to"}
     strength_meaning: ClassVar[str] = (
         "strength x the mean difference subtracted after one layer (1 moves the positive mean onto the "
