@@ -188,7 +188,7 @@ def write_recipe(args: argparse.Namespace, name: str, n_layers: int) -> dict:
         best = min(within, key=lambda r: (sign * r["behaviour"], r["kl"]))
         recipe[goal] = recipe_point(best, n_layers, str(out))
         notes.append(
-            f"{goal}: validation p_matching {best['behaviour']:.3f} at KL {best['kl']:.3f}; CAA at ±1 "
+            f"{goal}: validation behaviour {best['behaviour']:.3f} at KL {best['kl']:.3f}; CAA at ±1 "
             f"{caa['behaviour']:.3f} at KL {caa['kl']:.3f} ({'reached' if reaches else 'not reached'} within CAA's KL)"
         )
     recipe["note"] = "; ".join(notes)
