@@ -198,3 +198,24 @@ def test_a_bad_recipe_in_a_toml_is_one_line_before_the_model_loads(tmp_path, tab
     result = invoke("tune", "--behaviour", tmp_path / "b.toml", "--out", tmp_path / "out", "-m", tmp_path / "nowhere")
     assert_one_line_error(result, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_selection_and_refusals_recipe_share_one_attribution_pass(tokenizer, monkeypatch):
+    """Refusal's default selection and its recipe both read the attribution score at one position
+    with the same target: building both runs that pass once."""
+    from neurosteer.discovery.scores import Attribution
+
+    calls = []
+    original = Attribution.from_model
+    monkeypatch.setattr(Attribution, "from_model", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    build_steerers(
+        tiny_model("llama"),
+        tokenizer,
+        POSITIVE,
+        NEGATIVE,
+        methods=["default", "clamp"],
+        behaviour="refusal",
+        attribution_target=FIRST_TOKEN_REFUSAL,
+        batch_size=4,
+    )
+    assert len(calls) == 1

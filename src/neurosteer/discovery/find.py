@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from neurosteer.discovery.attribution import FIRST_TOKEN_REFUSAL, AttributionTarget
 from neurosteer.discovery.contrast import ContrastStats, collect_contrast
 from neurosteer.discovery.neuronset import ModelSignature, NeuronSet, split_units
-from neurosteer.discovery.scores import SCORES, Score, check_score, make_score, neuron_scores
+from neurosteer.discovery.scores import SCORES, Attribution, Score, check_score, make_score, neuron_scores
 from neurosteer.model.architectures import Layout, layout
 from neurosteer.model.encoding import Prompt
 from neurosteer.util.defaults import DISCOVERY
@@ -99,14 +99,18 @@ def default_selection(
     target: AttributionTarget | None = FIRST_TOKEN_REFUSAL,
     batch_size: int = 16,
     progress: bool = False,
+    attribution: Callable[[int], torch.Tensor] | None = None,
 ) -> NeuronSet:
     """The documented default neuron set from already-collected statistics: the default score
     (one attribution pass with the behaviour's ``target``, :meth:`Behaviour.attribution_target`)
     where the behaviour has one, else (``target=None``) the statistics score; default fraction and
-    layer window either way."""
+    layer window either way. ``attribution``: the attribution matrix with ``target`` at a number
+    of positions, where the caller computes (and keeps) it for other uses too."""
     score = configured_score(DISCOVERY.score_for(target is not None))
     if not score.needs_model:
         return neurons_from_contrast(model, contrast, score)
+    if attribution is not None and isinstance(score, Attribution):
+        return neurons_from_contrast(model, contrast, score, matrix=attribution(score.positions))
     matrix = score.from_model(
         model,
         tokenizer,

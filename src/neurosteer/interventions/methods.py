@@ -7,7 +7,7 @@ strength conventions); this module reads the training prompts once into
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -83,11 +83,37 @@ def build_steerers(
     ``target``, and runs only where there is one). ``behaviour`` names whose searched recipe the
     method ``default`` steers (``recipe``: one given with the behaviour instead of the bundled
     one); a recipe selecting by attribution reads ``attribution_target`` (the behaviour's
-    :meth:`~neurosteer.evaluation.behaviours.Behaviour.attribution_target`)."""
+    :meth:`~neurosteer.evaluation.behaviours.Behaviour.attribution_target`). Pass the same object
+    as ``target`` where the default selection reads it too, and the attribution pass runs once."""
     check_methods(list(methods))
     if neurons is not None:
         neurons.check_compatible(model)
     contrast = collect_contrast(model, tokenizer, positive, negative, batch_size=batch_size, progress=progress)
+    matrices: dict[tuple[int, int], torch.Tensor] = {}
+
+    def attribution_with(which: AttributionTarget | None) -> Callable[[int], torch.Tensor]:
+        """The attribution matrix read with ``which`` at a number of positions, computed once:
+        the default selection and a recipe selecting with the same target share it."""
+
+        def matrix(positions: int) -> torch.Tensor:
+            if which is None:
+                raise SettingsError(f"behaviour '{behaviour}' has no attribution metric for its recipe's score")
+            key = (id(which), positions)
+            if key not in matrices:
+                matrices[key] = Attribution(positions=positions).from_model(
+                    model,
+                    tokenizer,
+                    positive,
+                    negative,
+                    target=which,
+                    batch_size=batch_size,
+                    statistics=contrast,
+                    progress=progress,
+                )
+            return matrices[key]
+
+        return matrix
+
     if neurons is None and any(INTERVENTIONS[name].selects_neurons for name in methods):
         neurons = default_selection(
             model,
@@ -98,20 +124,7 @@ def build_steerers(
             target=target,
             batch_size=batch_size,
             progress=progress,
-        )
-
-    def attribution(positions: int) -> torch.Tensor:
-        if attribution_target is None:
-            raise SettingsError(f"behaviour '{behaviour}' has no attribution metric for its recipe's score")
-        return Attribution(positions=positions).from_model(
-            model,
-            tokenizer,
-            positive,
-            negative,
-            target=attribution_target,
-            batch_size=batch_size,
-            statistics=contrast,
-            progress=progress,
+            attribution=attribution_with(target),
         )
 
     options = BuildOptions(
@@ -120,7 +133,7 @@ def build_steerers(
         caa_layer=caa_layer,
         behaviour=behaviour,
         recipe=recipe,
-        attribution=attribution,
+        attribution=attribution_with(attribution_target),
     )
     built = {name: INTERVENTIONS[name].build(model, contrast, options) for name in methods}
     return Steerers(contrast, built)
