@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurosteer.cli.common import app, friendly_errors, load_for, parse_dtype
+from neurosteer.cli.common import app, friendly_errors, load_for
 from neurosteer.cli.evaluate import load_judge, prepare_evaluation
 from neurosteer.cli.evaluation_options import EvaluationOptions, evaluation_options
 from neurosteer.util.atomic import atomic_path, check_writable
@@ -36,7 +36,6 @@ def compare(
     and first-token KL against the base's own distribution (MMLU with --mmlu)."""
     from neurosteer.discovery.neuronset import NeuronSet
     from neurosteer.interventions import default_steering, default_strength
-    from neurosteer.model.loading import load_model
     from neurosteer.runs.compare import Candidate, compare_models
 
     checkpoints = [c for c in [options.model, *(also or [])] if c]
@@ -46,24 +45,15 @@ def compare(
         check_writable(out)
     sets = [(path, NeuronSet.load(path)) for path in neurons or []]
     settings, plan, behaviour = prepare_evaluation(options)
-    base_settings = settings.model_copy(update={"model": base})
-    lm, tokenizer = load_for(base_settings, trust_remote_code=options.trust_remote_code)
-    for _, selected in sets:
-        selected.check_compatible(lm)
 
     def loader(name: str):
-        def load():
-            with console.status(f"loading {safe(name)}"):
-                return load_model(
-                    name,
-                    dtype=parse_dtype(settings.dtype),
-                    device=settings.device,
-                    device_map=settings.device_map,
-                    trust_remote_code=options.trust_remote_code,
-                )
+        return lambda: load_for(
+            settings.model_copy(update={"model": name}), trust_remote_code=options.trust_remote_code
+        )
 
-        return load
-
+    lm, tokenizer = loader(base)()
+    for _, selected in sets:
+        selected.check_compatible(lm)
     candidates = [
         Candidate(f"{path.name} ({default_strength(s):.3g})", steering=lambda m, s=s: default_steering(m, s))
         for path, s in sets
