@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from neurosteer.util.errors import SettingsError
+from neurosteer.util.errors import SettingsError, first_problem
 
 
 class MarkerDetector(BaseModel):
@@ -65,6 +65,4 @@ def make_detector(spec: dict[str, Any]) -> Detector:
     try:
         return DETECTORS[kind](**spec)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "detector"
-        raise SettingsError(f"detector.{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
+        raise SettingsError(first_problem(exc, "detector")) from None

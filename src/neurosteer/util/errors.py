@@ -8,6 +8,8 @@ conventions keeps working.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NeurosteerError(Exception):
     """Base class for every error neurosteer raises on purpose."""
@@ -43,3 +45,11 @@ class OutputError(NeurosteerError):
 
 class NeurosteerWarning(UserWarning):
     """Something ran, but probably not as the user meant (e.g. a prompt longer than the context)."""
+
+
+def first_problem(exc: Any, where: str) -> str:
+    """A pydantic ``ValidationError``'s first problem as one line, ``where.field: message``
+    (``where`` alone for a problem of the whole object)."""
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error["loc"])
+    return f"{where}{'.' + field if field else ''}: {str(error['msg']).removeprefix('Value error, ')}"

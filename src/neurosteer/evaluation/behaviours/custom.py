@@ -53,7 +53,7 @@ from neurosteer.evaluation.behaviours.detected import DetectedBehaviour
 from neurosteer.evaluation.behaviours.prompted import PromptPairBehaviour
 from neurosteer.interventions.recipe import Recipe
 from neurosteer.metrics.detectors import make_detector
-from neurosteer.util.errors import SettingsError
+from neurosteer.util.errors import SettingsError, first_problem
 from neurosteer.util.prompts import bundled_prompt_sets, read_text
 
 
@@ -119,9 +119,8 @@ def load_behaviour_file(path: Path) -> Behaviour:
     try:
         spec = BehaviourFile(**data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "behaviour"
-        raise SettingsError(f"{path}: {where}: {str(error['msg']).removeprefix('Value error, ')}") from None
+        problem = first_problem(exc, "behaviour")
+        raise SettingsError(f"{path}: {problem.removeprefix('behaviour.')}") from None
     base = path.parent
     try:
         behaviour = _behaviour(spec, base)
@@ -143,9 +142,7 @@ def _recipe(spec: BehaviourFile, path: Path) -> Recipe | None:
     try:
         return Recipe(behaviour=spec.name, command=f"given in {path.name}", **spec.recipe)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        raise SettingsError(f"recipe.{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
+        raise SettingsError(first_problem(exc, "recipe")) from None
 
 
 def _behaviour(spec: BehaviourFile, base: Path) -> Behaviour:
